@@ -1,0 +1,1 @@
+//! Bud Foundry gateway (work in progress).

@@ -1,0 +1,1 @@
+//! Bud Foundry performance simulator (work in progress).
