@@ -1,0 +1,371 @@
+//! Batch prediction over a scenarios CSV with the columns of the calibration data
+//! (`id, backend, backend_version, model_path, system, precision, mode, isl, osl,
+//! gemm_quant_mode, moe_quant_mode, batch_size, tp_size, pp_size, attention_dp_size,
+//! moe_tp_size, moe_ep_size`, the `prefill_*` / `decode_*` worker columns for
+//! `mode=disagg`; measured columns may be absent). Rows that cannot be predicted get empty
+//! values and a reason; the batch never fails because of one row.
+
+use crate::error::{Error, Result};
+use crate::hardware::{Accelerator, HardwareCatalog};
+use crate::model::{ModelCatalog, ModelSpec};
+use crate::params::FittedParams;
+use crate::perf::{Resolved, ServingConfig, Workload};
+use crate::precision::{Engine, Precision};
+use std::collections::{BTreeMap, HashMap};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+/// One scenario row, as read from the CSV (all columns kept as text).
+#[derive(Debug, Clone, Default)]
+pub struct ScenarioRow {
+    /// Column name → value.
+    pub fields: BTreeMap<String, String>,
+}
+
+impl ScenarioRow {
+    /// A column's trimmed value, `""` when absent.
+    pub fn get(&self, k: &str) -> &str {
+        self.fields.get(k).map(|s| s.trim()).unwrap_or("")
+    }
+
+    fn num(&self, k: &str) -> Result<Option<f64>> {
+        let v = self.get(k);
+        if v.is_empty() {
+            return Ok(None);
+        }
+        v.parse::<f64>()
+            .map(Some)
+            .map_err(|_| Error::invalid(k, format!("{v:?} is not a number")))
+    }
+
+    fn count(&self, k: &str, default: u32) -> Result<u32> {
+        match self.num(k)? {
+            None => Ok(default),
+            Some(x) if x >= 1.0 && x.fract() == 0.0 && x < 1e7 => Ok(x as u32),
+            Some(x) => Err(Error::invalid(k, format!("{x} must be a positive integer"))),
+        }
+    }
+
+    /// The row id.
+    pub fn id(&self) -> &str {
+        self.get("id")
+    }
+
+    /// `true` for `mode=disagg` rows.
+    pub fn is_disagg(&self) -> bool {
+        self.get("mode").eq_ignore_ascii_case("disagg")
+    }
+
+    /// Measured TTFT, if present.
+    pub fn measured_ttft(&self) -> Option<f64> {
+        self.num("silicon_ttft_ms")
+            .ok()
+            .flatten()
+            .filter(|x| *x > 0.0)
+    }
+
+    /// Measured TPOT, if present.
+    pub fn measured_tpot(&self) -> Option<f64> {
+        self.num("silicon_tpot_ms")
+            .ok()
+            .flatten()
+            .filter(|x| *x > 0.0)
+    }
+
+    fn precision(&self, k: &str) -> Result<Option<Precision>> {
+        let v = self.get(k);
+        if v.is_empty() {
+            Ok(None)
+        } else {
+            v.parse().map(Some)
+        }
+    }
+
+    /// The serving configuration of the row (for disagg rows, `prefix` is `prefill_` or
+    /// `decode_` and picks that pool's parallelism).
+    pub fn config(&self, prefix: &str) -> Result<ServingConfig> {
+        let engine: Engine = self.get("backend").parse()?;
+        let model = self.get("model_path");
+        if model.is_empty() {
+            return Err(Error::invalid("model_path", "empty"));
+        }
+        let system = self.get("system");
+        if system.is_empty() {
+            return Err(Error::invalid("system", "empty"));
+        }
+        let col = |k: &str| format!("{prefix}{k}");
+        let tp = self.count(&col("tp_size"), 1)?;
+        let pp = self.count(&col("pp_size"), 1)?;
+        let dp = self.count(&col("attention_dp_size"), 1)?;
+        let moe_tp = self.num(&col("moe_tp_size"))?.map(|x| x.max(1.0) as u32);
+        let moe_ep = self.num(&col("moe_ep_size"))?.map(|x| x.max(1.0) as u32);
+        let base = self.precision("precision")?;
+        let dense = self.precision("gemm_quant_mode")?.or(base);
+        let experts = self.precision("moe_quant_mode")?.or(dense);
+        Ok(ServingConfig {
+            model: model.to_string(),
+            accelerator: system.to_string(),
+            tp,
+            pp,
+            attention_dp: dp,
+            moe_tp,
+            moe_ep,
+            precision: dense,
+            expert_precision: experts,
+            kv_precision: None,
+            engine,
+            engine_version: Some(self.get("backend_version").to_string()).filter(|s| !s.is_empty()),
+            // Benchmarks size the engine's batch limit to the concurrency they drive.
+            max_batch: Some(
+                self.count(&col("batch_size"), 1)?
+                    .max(self.count("batch_size", 1)?),
+            ),
+            gpu_memory_utilization: None,
+        })
+    }
+
+    /// The workload of the row.
+    pub fn workload(&self) -> Result<Workload> {
+        Ok(Workload {
+            input_tokens: self.count("isl", 0).and_then(|v| {
+                if v == 0 {
+                    Err(Error::invalid("isl", "missing"))
+                } else {
+                    Ok(v)
+                }
+            })?,
+            output_tokens: self.count("osl", 0).and_then(|v| {
+                if v == 0 {
+                    Err(Error::invalid("osl", "missing"))
+                } else {
+                    Ok(v)
+                }
+            })?,
+            // With attention data parallelism the measured batch is per DP rank.
+            concurrency: self.count("batch_size", 1)? * self.count("attention_dp_size", 1)?,
+        })
+    }
+}
+
+/// Read scenario rows from CSV text.
+pub fn read_rows<R: Read>(reader: R) -> Result<Vec<ScenarioRow>> {
+    let mut rdr = csv::ReaderBuilder::new().flexible(true).from_reader(reader);
+    let headers: Vec<String> = rdr
+        .headers()
+        .map_err(|e| Error::Io(format!("reading CSV header: {e}")))?
+        .iter()
+        .map(|h| h.trim().to_string())
+        .collect();
+    let mut rows = Vec::new();
+    for (i, rec) in rdr.records().enumerate() {
+        let rec = rec.map_err(|e| Error::Io(format!("reading CSV row {}: {e}", i + 2)))?;
+        let fields = headers
+            .iter()
+            .cloned()
+            .zip(rec.iter().map(str::to_string))
+            .collect();
+        rows.push(ScenarioRow { fields });
+    }
+    Ok(rows)
+}
+
+/// Finds models: `<dir>/<org>--<name>_config.json` first, then the built-in catalog.
+#[derive(Debug, Default)]
+pub struct ModelResolver {
+    dir: Option<PathBuf>,
+    cache: HashMap<String, std::result::Result<ModelSpec, Error>>,
+}
+
+impl ModelResolver {
+    /// A resolver reading from `dir` (if given) and falling back to the catalog.
+    pub fn new(dir: Option<&Path>) -> Self {
+        ModelResolver {
+            dir: dir.map(Path::to_path_buf),
+            cache: HashMap::new(),
+        }
+    }
+
+    /// Resolve a model path such as `Qwen/Qwen3-8B`.
+    pub fn get(&mut self, model_path: &str) -> Result<ModelSpec> {
+        if let Some(r) = self.cache.get(model_path) {
+            return r.clone();
+        }
+        let r = self.load(model_path);
+        self.cache.insert(model_path.to_string(), r.clone());
+        r
+    }
+
+    fn load(&self, model_path: &str) -> Result<ModelSpec> {
+        let key = model_path.trim().trim_start_matches("hf://");
+        if let Some(dir) = &self.dir {
+            let file = dir.join(format!("{}_config.json", key.replace('/', "--")));
+            if file.exists() {
+                let text = std::fs::read_to_string(&file)
+                    .map_err(|e| Error::Io(format!("{}: {e}", file.display())))?;
+                return ModelSpec::from_config_json(key, &text);
+            }
+        }
+        ModelCatalog::builtin()
+            .get(key)
+            .cloned()
+            .map_err(|e| match (&self.dir, e) {
+                (Some(dir), Error::UnknownModel { given, accepted }) => Error::UnknownModel {
+                    given: format!(
+                        "{given} (no {}/{}_config.json)",
+                        dir.display(),
+                        key.replace('/', "--")
+                    ),
+                    accepted,
+                },
+                (_, e) => e,
+            })
+    }
+}
+
+/// Result of one row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RowPrediction {
+    /// Row id.
+    pub id: String,
+    /// Predicted TTFT, ms.
+    pub ttft_ms: Option<f64>,
+    /// Predicted TPOT, ms.
+    pub tpot_ms: Option<f64>,
+    /// Extra: e2e, tokens/s, max concurrency.
+    pub e2e_ms: Option<f64>,
+    /// Output tokens/s of the replica.
+    pub tokens_per_s: Option<f64>,
+    /// Largest KV concurrency.
+    pub max_concurrency: Option<u32>,
+    /// Why the row has no prediction (empty when it has one).
+    pub reason: String,
+}
+
+/// Predict one row (agg or disagg).
+pub fn predict_row(
+    row: &ScenarioRow,
+    models: &mut ModelResolver,
+    hw: &HardwareCatalog,
+    params: &FittedParams,
+) -> Result<RowPrediction> {
+    let wl = row.workload()?;
+    if row.is_disagg() {
+        let (ttft, tpot) = predict_disagg(row, models, hw, params)?;
+        return Ok(RowPrediction {
+            id: row.id().to_string(),
+            ttft_ms: Some(ttft),
+            tpot_ms: Some(tpot),
+            e2e_ms: Some(ttft + tpot * (wl.output_tokens as f64 - 1.0)),
+            tokens_per_s: None,
+            max_concurrency: None,
+            reason: String::new(),
+        });
+    }
+    let cfg = row.config("")?;
+    let m = models.get(&cfg.model)?;
+    let acc = hw.get(&cfg.accelerator)?;
+    let p = Resolved::new(&cfg, &m, acc, params)?.predict(&wl)?;
+    if !p.memory.fits {
+        return Err(Error::Unsupported(p.memory.verdict));
+    }
+    Ok(RowPrediction {
+        id: row.id().to_string(),
+        ttft_ms: Some(p.ttft_ms),
+        tpot_ms: Some(p.tpot_ms),
+        e2e_ms: Some(p.e2e_ms),
+        tokens_per_s: Some(p.tokens_per_s),
+        max_concurrency: Some(p.max_concurrency),
+        reason: String::new(),
+    })
+}
+
+/// Disaggregated serving: prefill workers produce the first token, decode workers stream
+/// the rest. TTFT = batched prefill on a prefill worker plus the KV transfer; TPOT = a decode
+/// step at the decode worker's batch.
+pub fn predict_disagg(
+    row: &ScenarioRow,
+    models: &mut ModelResolver,
+    hw: &HardwareCatalog,
+    params: &FittedParams,
+) -> Result<(f64, f64)> {
+    let wl = row.workload()?;
+    let pcfg = row.config("prefill_")?;
+    let dcfg = row.config("decode_")?;
+    let m = models.get(&pcfg.model)?;
+    let acc: &Accelerator = hw.get(&pcfg.accelerator)?;
+    let pre = Resolved::new(&pcfg, &m, acc, params)?;
+    let dec = Resolved::new(&dcfg, &m, acc, params)?;
+    let isl = wl.input_tokens as f64;
+    let osl = wl.output_tokens as f64;
+    let pbatch = row.count("prefill_batch_size", 1)? as f64;
+    let dbatch = row.count("decode_batch_size", 1)? as f64;
+    let t_pf = pre.prefill(isl, true)
+        + pre.p.burst_factor * (pbatch - 1.0).max(0.0) / 2.0 * pre.prefill(isl, false);
+    let kv_transfer = pre.kv_bytes_per_seq(isl) / acc.inter_node_bandwidth;
+    let workers = row.count("decode_num_workers", 1)? as f64;
+    let pworkers = row.count("prefill_num_workers", 1)? as f64;
+    let per_decode = dbatch.max((wl.concurrency as f64 / workers).min(dbatch));
+    let (t_dec, _) = dec.decode_step(per_decode * dcfg.attention_dp as f64, isl + osl / 2.0);
+    let _ = pworkers;
+    Ok((
+        (t_pf + kv_transfer + dec.p.ttft_step_factor * t_dec) * 1e3,
+        t_dec * 1e3,
+    ))
+}
+
+/// Predict every row of `input` and write `id,ttft_ms,tpot_ms,e2e_ms,tokens_per_s,max_concurrency,reason`.
+/// Returns (predicted, failed) counts.
+pub fn predict_csv<R: Read, W: Write>(
+    input: R,
+    output: W,
+    models_dir: Option<&Path>,
+    params: &FittedParams,
+) -> Result<(usize, usize)> {
+    let rows = read_rows(input)?;
+    let hw = HardwareCatalog::builtin();
+    let mut models = ModelResolver::new(models_dir);
+    let mut w = csv::Writer::from_writer(output);
+    let io = |e: csv::Error| Error::Io(format!("writing predictions: {e}"));
+    w.write_record([
+        "id",
+        "ttft_ms",
+        "tpot_ms",
+        "e2e_ms",
+        "tokens_per_s",
+        "max_concurrency",
+        "reason",
+    ])
+    .map_err(io)?;
+    let (mut ok, mut bad) = (0, 0);
+    let f = |x: Option<f64>| x.map(|v| format!("{v:.4}")).unwrap_or_default();
+    for row in &rows {
+        let pred = predict_row(row, &mut models, hw, params).unwrap_or_else(|e| RowPrediction {
+            id: row.id().to_string(),
+            ttft_ms: None,
+            tpot_ms: None,
+            e2e_ms: None,
+            tokens_per_s: None,
+            max_concurrency: None,
+            reason: e.to_string(),
+        });
+        if pred.reason.is_empty() {
+            ok += 1
+        } else {
+            bad += 1
+        }
+        w.write_record([
+            pred.id.clone(),
+            f(pred.ttft_ms),
+            f(pred.tpot_ms),
+            f(pred.e2e_ms),
+            f(pred.tokens_per_s),
+            pred.max_concurrency
+                .map(|c| c.to_string())
+                .unwrap_or_default(),
+            pred.reason.replace(['\n', '\r'], " "),
+        ])
+        .map_err(io)?;
+    }
+    w.flush().map_err(|e| Error::Io(e.to_string()))?;
+    Ok((ok, bad))
+}

@@ -1,0 +1,468 @@
+//! Calibration: fit [`FittedParams`] to measured data, hold part of it back, and report the
+//! error on the held-back part only.
+//!
+//! The split is deterministic: whole models in [`HELD_BACK_MODELS`] plus every row whose id
+//! hashes (FNV-1a) into the last [`HELD_BACK_PERCENT`] percent. The fit never sees held-back
+//! rows. Fitting is coordinate descent on the mean absolute log error of TTFT and TPOT, per
+//! engine, alternating with a per-accelerator scale.
+
+use crate::batch::{ModelResolver, ScenarioRow, read_rows};
+use crate::error::{Error, Result};
+use crate::hardware::HardwareCatalog;
+use crate::model::ModelSpec;
+use crate::params::{EngineParams, FittedParams};
+use crate::perf::{Resolved, ServingConfig, Workload, params_key};
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+
+/// Models held back entirely (never fitted on).
+pub const HELD_BACK_MODELS: &[&str] = &[
+    "Qwen/Qwen3-235B-A22B-FP8",
+    "meta-llama/Llama-3.1-8B-Instruct",
+];
+/// Share of the remaining rows held back, percent.
+pub const HELD_BACK_PERCENT: u64 = 20;
+
+/// One measured point, resolved.
+#[derive(Debug, Clone)]
+pub struct Sample {
+    /// Row id.
+    pub id: String,
+    /// The row as read.
+    pub row: ScenarioRow,
+    /// Configuration (agg rows).
+    pub cfg: ServingConfig,
+    /// Model.
+    pub model: ModelSpec,
+    /// Workload.
+    pub workload: Workload,
+    /// Measured TTFT, ms.
+    pub ttft_ms: f64,
+    /// Measured TPOT, ms.
+    pub tpot_ms: f64,
+    /// Whether the fit may see it.
+    pub train: bool,
+    /// Disaggregated row.
+    pub disagg: bool,
+    /// Parameter key (engine, or engine-cpu).
+    pub key: String,
+}
+
+fn fnv(s: &str) -> u64 {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in s.bytes() {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    h
+}
+
+/// Whether a row is held back from the fit.
+pub fn is_held_back(id: &str, model_path: &str) -> bool {
+    HELD_BACK_MODELS
+        .iter()
+        .any(|m| m.eq_ignore_ascii_case(model_path))
+        || fnv(id) % 100 >= 100 - HELD_BACK_PERCENT
+}
+
+/// Convert the vLLM-CPU measurement files (`config,input_output,concurrency,...`) to rows.
+pub fn cpu_rows(
+    text: &str,
+    model_path: &str,
+    system: &str,
+    file_tag: &str,
+) -> Result<Vec<ScenarioRow>> {
+    let mut out = Vec::new();
+    for r in read_rows(text.as_bytes())? {
+        let config = r.get("config").to_string();
+        let (isl, osl) = r.get("input_output").split_once('_').unwrap_or(("", ""));
+        let tp = if let Some(pos) = config.find("tp") {
+            config[pos + 2..]
+                .chars()
+                .take_while(|c| c.is_ascii_digit())
+                .collect::<String>()
+        } else {
+            "1".to_string()
+        };
+        let mut f = BTreeMap::new();
+        let id = format!(
+            "{file_tag}_{config}_{}_c{}",
+            r.get("input_output"),
+            r.get("concurrency")
+        );
+        for (k, v) in [
+            ("id", id.as_str()),
+            ("backend", "vllm"),
+            ("model_path", model_path),
+            ("system", system),
+            ("precision", "bf16"),
+            ("mode", "agg"),
+            ("isl", isl),
+            ("osl", osl),
+            ("batch_size", r.get("concurrency")),
+            ("tp_size", tp.as_str()),
+            ("silicon_ttft_ms", r.get("mean_ttft_ms")),
+            ("silicon_tpot_ms", r.get("mean_tpot_ms")),
+        ] {
+            f.insert(k.to_string(), v.to_string());
+        }
+        out.push(ScenarioRow { fields: f });
+    }
+    Ok(out)
+}
+
+/// Load samples from a data directory holding `calibration.csv`, `models/` and the CPU files.
+pub fn load_samples(data_dir: &Path) -> Result<Vec<Sample>> {
+    let read = |p: &Path| {
+        std::fs::read_to_string(p).map_err(|e| Error::Io(format!("{}: {e}", p.display())))
+    };
+    let mut rows = read_rows(read(&data_dir.join("calibration.csv"))?.as_bytes())?;
+    for (file, model, tag) in [
+        (
+            "budsim_cpu_xeon6767p_qwen3-4b_measured.csv",
+            "Qwen/Qwen3-4B",
+            "cpu4b",
+        ),
+        (
+            "budsim_cpu_xeon6767p_qwen3-8b_measured.csv",
+            "Qwen/Qwen3-8B",
+            "cpu8b",
+        ),
+    ] {
+        let p = data_dir.join(file);
+        if p.exists() {
+            rows.extend(cpu_rows(&read(&p)?, model, "xeon_granite_rapids", tag)?);
+        }
+    }
+    let models_dir = data_dir.join("models");
+    let mut models = ModelResolver::new(Some(&models_dir));
+    let hw = HardwareCatalog::builtin();
+    let mut out = Vec::new();
+    for row in rows {
+        let (Some(ttft), Some(tpot)) = (row.measured_ttft(), row.measured_tpot()) else {
+            continue;
+        };
+        let disagg = row.is_disagg();
+        let Ok(cfg) = row.config(if disagg { "decode_" } else { "" }) else {
+            continue;
+        };
+        let Ok(model) = models.get(&cfg.model) else {
+            continue;
+        };
+        let Ok(acc) = hw.get(&cfg.accelerator) else {
+            continue;
+        };
+        let Ok(workload) = row.workload() else {
+            continue;
+        };
+        let key = params_key(cfg.engine, acc.kind);
+        out.push(Sample {
+            id: row.id().to_string(),
+            train: !is_held_back(row.id(), &cfg.model),
+            cfg,
+            model,
+            workload,
+            ttft_ms: ttft,
+            tpot_ms: tpot,
+            disagg,
+            key,
+            row,
+        });
+    }
+    Ok(out)
+}
+
+/// Predict one sample with a parameter set: (ttft, tpot) in ms.
+pub fn predict_sample(s: &Sample, params: &FittedParams) -> Option<(f64, f64)> {
+    let hw = HardwareCatalog::builtin();
+    if s.disagg {
+        let mut models = ModelResolver::new(None);
+        return crate::batch::predict_disagg(&s.row, &mut models, hw, params)
+            .ok()
+            .or_else(|| {
+                let acc = hw.get(&s.cfg.accelerator).ok()?;
+                let r = Resolved::new(&s.cfg, &s.model, acc, params).ok()?;
+                let p = r.predict(&s.workload).ok()?;
+                Some((p.ttft_ms, p.tpot_ms))
+            });
+    }
+    let acc = hw.get(&s.cfg.accelerator).ok()?;
+    let p = Resolved::new(&s.cfg, &s.model, acc, params)
+        .ok()?
+        .predict(&s.workload)
+        .ok()?;
+    Some((p.ttft_ms, p.tpot_ms))
+}
+
+fn loss(samples: &[&Sample], params: &FittedParams) -> f64 {
+    let mut sum = 0.0;
+    for s in samples {
+        match predict_sample(s, params) {
+            Some((ttft, tpot))
+                if ttft.is_finite() && tpot.is_finite() && ttft > 0.0 && tpot > 0.0 =>
+            {
+                sum += (tpot / s.tpot_ms).ln().abs() * 1.5 + (ttft / s.ttft_ms).ln().abs();
+            }
+            _ => sum += 5.0,
+        }
+    }
+    sum / samples.len().max(1) as f64
+}
+
+fn fit_engine(key: &str, samples: &[&Sample], params: &mut FittedParams, rounds: usize) {
+    let mut best = loss(samples, params);
+    let steps = [2.0, 1.4, 1.15, 1.05];
+    for round in 0..rounds {
+        let step = steps[(round * steps.len() / rounds.max(1)).min(steps.len() - 1)];
+        for i in 0..EngineParams::NAMES.len() {
+            let (lo, hi) = EngineParams::bounds(i);
+            for dir in [step, 1.0 / step] {
+                loop {
+                    let mut ep = params.engine(key);
+                    let cur = ep.get(i);
+                    let next = if cur <= lo + 1e-9 && dir > 1.0 {
+                        lo + (hi - lo) * 0.01
+                    } else {
+                        cur * dir
+                    };
+                    let next = next.clamp(lo, hi);
+                    if (next - cur).abs() < 1e-12 {
+                        break;
+                    }
+                    ep.set(i, next);
+                    let mut trial = params.clone();
+                    trial.engines.insert(key.to_string(), ep);
+                    let l = loss(samples, &trial);
+                    if l + 1e-6 < best {
+                        best = l;
+                        *params = trial;
+                    } else {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn fit_scale(acc: &str, samples: &[&Sample], params: &mut FittedParams) {
+    let mut best = loss(samples, params);
+    for step in [1.3, 1.1, 1.03] {
+        for dir in [step, 1.0 / step] {
+            loop {
+                let mut trial = params.clone();
+                let cur = trial.scale(acc);
+                let next = (cur * dir).clamp(0.3, 3.0);
+                if (next - cur).abs() < 1e-12 {
+                    break;
+                }
+                trial.accelerator_scale.insert(acc.to_string(), next);
+                let l = loss(samples, &trial);
+                if l + 1e-6 < best {
+                    best = l;
+                    *params = trial;
+                } else {
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Fit parameters on the training rows of `samples` (agg rows only; held-back rows unseen).
+pub fn fit(samples: &[Sample], command: &str, rounds: usize) -> FittedParams {
+    let mut params = FittedParams {
+        command: command.to_string(),
+        ..Default::default()
+    };
+    let train: Vec<&Sample> = samples.iter().filter(|s| s.train && !s.disagg).collect();
+    let mut keys: Vec<String> = train.iter().map(|s| s.key.clone()).collect();
+    keys.sort();
+    keys.dedup();
+    let mut accs: Vec<String> = train.iter().map(|s| s.cfg.accelerator.clone()).collect();
+    accs.sort();
+    accs.dedup();
+    for outer in 0..2 {
+        for key in &keys {
+            let rows: Vec<&Sample> = train.iter().copied().filter(|s| &s.key == key).collect();
+            fit_engine(
+                key,
+                &rows,
+                &mut params,
+                if outer == 0 { rounds } else { rounds / 2 + 1 },
+            );
+        }
+        for acc in &accs {
+            let rows: Vec<&Sample> = train
+                .iter()
+                .copied()
+                .filter(|s| &s.cfg.accelerator == acc)
+                .collect();
+            // Only GPU generations measured by more than one engine/model get a scale.
+            if rows.len() >= 30 {
+                fit_scale(acc, &rows, &mut params);
+            }
+        }
+    }
+    // llama.cpp on CPU: no measurements here; start from vLLM-CPU with llama.cpp's lighter
+    // scheduler (lower per-sequence overhead) and no continuous-batching prefill mixing gains.
+    let mut llama = params.engine("vllm-cpu");
+    llama.seq_overhead_us *= 0.5;
+    llama.step_overhead_ms *= 0.5;
+    llama.prefill_compute_eff *= 0.8;
+    params.engines.insert("llamacpp-cpu".into(), llama);
+    params.notes = format!(
+        "fitted on {} agg rows; held back: whole models {:?} plus {}% of the other rows by FNV-1a hash of the id; disagg rows are never fitted",
+        train.len(),
+        HELD_BACK_MODELS,
+        HELD_BACK_PERCENT
+    );
+    params
+}
+
+/// Error statistics of one group.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ErrorStats {
+    /// Rows.
+    pub n: usize,
+    /// TTFT mean absolute percentage error, %.
+    pub ttft_mape: f64,
+    /// TPOT mean absolute percentage error, %.
+    pub tpot_mape: f64,
+}
+
+/// The accuracy report.
+#[derive(Debug, Clone, Default)]
+pub struct AccuracyReport {
+    /// Held-back agg rows overall.
+    pub overall: ErrorStats,
+    /// Held-back disagg rows.
+    pub disagg: ErrorStats,
+    /// Training rows (for comparison only).
+    pub train: ErrorStats,
+    /// By dimension name → value → stats (held-back agg rows).
+    pub by: BTreeMap<String, BTreeMap<String, ErrorStats>>,
+    /// Rows that could not be predicted.
+    pub unpredicted: usize,
+}
+
+/// (predicted TTFT, measured TTFT, predicted TPOT, measured TPOT).
+type Pair = (f64, f64, f64, f64);
+
+fn stats(pairs: &[Pair]) -> ErrorStats {
+    let n = pairs.len();
+    if n == 0 {
+        return ErrorStats::default();
+    }
+    let ttft = pairs
+        .iter()
+        .map(|(p, m, _, _)| (p - m).abs() / m)
+        .sum::<f64>()
+        / n as f64
+        * 100.0;
+    let tpot = pairs
+        .iter()
+        .map(|(_, _, p, m)| (p - m).abs() / m)
+        .sum::<f64>()
+        / n as f64
+        * 100.0;
+    ErrorStats {
+        n,
+        ttft_mape: ttft,
+        tpot_mape: tpot,
+    }
+}
+
+/// Evaluate `params` on the held-back rows.
+pub fn evaluate(samples: &[Sample], params: &FittedParams) -> AccuracyReport {
+    let mut report = AccuracyReport::default();
+    let mut held = Vec::new();
+    let mut disagg = Vec::new();
+    let mut train = Vec::new();
+    let mut groups: BTreeMap<(String, String), Vec<Pair>> = BTreeMap::new();
+    for s in samples {
+        let Some((ttft, tpot)) = predict_sample(s, params) else {
+            if !s.train {
+                report.unpredicted += 1;
+            }
+            continue;
+        };
+        let t = (ttft, s.ttft_ms, tpot, s.tpot_ms);
+        if s.train {
+            if !s.disagg {
+                train.push(t);
+            }
+            continue;
+        }
+        if s.disagg {
+            disagg.push(t);
+            continue;
+        }
+        held.push(t);
+        let acc_kind = if s.key.ends_with("-cpu") {
+            "cpu"
+        } else {
+            "gpu"
+        };
+        for (dim, val) in [
+            ("engine", s.key.clone()),
+            ("gpu", s.cfg.accelerator.clone()),
+            ("model", s.cfg.model.clone()),
+            ("tp", s.cfg.tp.to_string()),
+            ("device", acc_kind.to_string()),
+        ] {
+            groups.entry((dim.to_string(), val)).or_default().push(t);
+        }
+    }
+    report.overall = stats(&held);
+    report.disagg = stats(&disagg);
+    report.train = stats(&train);
+    for ((dim, val), v) in groups {
+        report.by.entry(dim).or_default().insert(val, stats(&v));
+    }
+    report
+}
+
+impl AccuracyReport {
+    /// Render as Markdown.
+    pub fn to_markdown(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "| set | rows | TTFT MAPE % | TPOT MAPE % |\n|---|---:|---:|---:|"
+        );
+        for (name, st) in [
+            ("held-back agg (overall)", &self.overall),
+            ("held-back disagg", &self.disagg),
+            ("training agg (not a score)", &self.train),
+        ] {
+            let _ = writeln!(
+                s,
+                "| {name} | {} | {:.1} | {:.1} |",
+                st.n, st.ttft_mape, st.tpot_mape
+            );
+        }
+        for (dim, groups) in &self.by {
+            let _ = writeln!(
+                s,
+                "\nHeld-back agg rows by {dim}:\n\n| {dim} | rows | TTFT MAPE % | TPOT MAPE % |\n|---|---:|---:|---:|"
+            );
+            for (val, st) in groups {
+                let _ = writeln!(
+                    s,
+                    "| {val} | {} | {:.1} | {:.1} |",
+                    st.n, st.ttft_mape, st.tpot_mape
+                );
+            }
+        }
+        if self.unpredicted > 0 {
+            let _ = writeln!(
+                s,
+                "\n{} held-back rows could not be predicted.",
+                self.unpredicted
+            );
+        }
+        s
+    }
+}

@@ -1,0 +1,716 @@
+//! `bud-sim`: a thin command line over the `bud_simulator` library.
+
+use bud_simulator::batch::predict_csv;
+use bud_simulator::calibrate::{evaluate, fit, load_samples};
+use bud_simulator::hardware::HardwareCatalog;
+use bud_simulator::model::{ModelCatalog, ModelSpec};
+use bud_simulator::params::FittedParams;
+use bud_simulator::search::{CandidatePool, Objective, PlanRequest, PlanResult, SearchMode, Slo};
+use bud_simulator::serve::{Emulator, EmulatorConfig};
+use bud_simulator::{Engine, Precision, ServingConfig, Workload, plan};
+use clap::{Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+#[derive(Parser)]
+#[command(
+    name = "bud-sim",
+    version,
+    about = "Bud Foundry simulator: plan deployments, predict latency, emulate an engine"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ObjectiveArg {
+    LowestCost,
+    ThroughputPerDollar,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum SearchArg {
+    Auto,
+    Exhaustive,
+    Genetic,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Find the cheapest (or most cost-efficient) configurations meeting an SLO.
+    Plan {
+        /// A YAML (or JSON) PlanRequest; flags below override its fields.
+        #[arg(long)]
+        request: Option<PathBuf>,
+        /// Model id (e.g. meta-llama/Llama-3.1-70B-Instruct).
+        #[arg(long)]
+        model: Option<String>,
+        /// A config.json for a model not in the catalog.
+        #[arg(long)]
+        model_config: Option<PathBuf>,
+        #[arg(long)]
+        input_tokens: Option<u32>,
+        #[arg(long)]
+        output_tokens: Option<u32>,
+        /// Total concurrent users.
+        #[arg(long)]
+        concurrency: Option<u32>,
+        #[arg(long)]
+        ttft_ms: Option<f64>,
+        #[arg(long)]
+        tpot_ms: Option<f64>,
+        #[arg(long)]
+        e2e_ms: Option<f64>,
+        #[arg(long)]
+        min_tokens_per_user: Option<f64>,
+        /// Candidate pool `ACCELERATOR:COUNT[:PRICE_PER_HOUR[:CLUSTER]]`, repeatable.
+        #[arg(long = "pool")]
+        pools: Vec<String>,
+        #[arg(long, value_enum)]
+        objective: Option<ObjectiveArg>,
+        /// Allowed engine, repeatable (vllm, sglang, trtllm, llamacpp).
+        #[arg(long = "engine")]
+        engines: Vec<String>,
+        /// Allowed precision, repeatable (bf16, fp8, int4, fp4).
+        #[arg(long = "precision")]
+        precisions: Vec<String>,
+        #[arg(long)]
+        max_results: Option<usize>,
+        #[arg(long, value_enum)]
+        search: Option<SearchArg>,
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Predict TTFT/TPOT for every row of a scenarios CSV.
+    Predict {
+        #[arg(long)]
+        input: PathBuf,
+        /// Directory with `<org>--<name>_config.json` files (falls back to the built-in catalog).
+        #[arg(long)]
+        models_dir: Option<PathBuf>,
+        #[arg(long)]
+        output: PathBuf,
+        /// Fitted parameters (default: the committed ones).
+        #[arg(long)]
+        params: Option<PathBuf>,
+    },
+    /// Fit the model's parameters on the training split of the measured data.
+    Calibrate {
+        /// Directory with calibration.csv, models/ and the CPU measurement files.
+        #[arg(long, default_value = "simulator/data")]
+        data: PathBuf,
+        #[arg(long, default_value = "simulator/data/fitted_params.json")]
+        out: PathBuf,
+        /// Also write the held-back accuracy report (Markdown) here.
+        #[arg(long)]
+        report: Option<PathBuf>,
+        #[arg(long, default_value_t = 12)]
+        rounds: usize,
+    },
+    /// Print the held-back accuracy report of a parameter set.
+    Accuracy {
+        #[arg(long, default_value = "simulator/data")]
+        data: PathBuf,
+        #[arg(long)]
+        params: Option<PathBuf>,
+    },
+    /// Time the search: a 70B model over a six-accelerator inventory.
+    BenchPlan {
+        #[arg(long, default_value_t = 20)]
+        iterations: u32,
+    },
+    /// List the hardware and model catalogs.
+    Catalog,
+    /// Run the OpenAI-compatible engine emulator (accepts vLLM container arguments).
+    Serve(ServeArgs),
+}
+
+#[derive(Parser, Clone)]
+struct ServeArgs {
+    /// Model id, or a directory holding config.json (vLLM's --model).
+    #[arg(long)]
+    model: Option<String>,
+    /// Positional model, as in `vllm serve MODEL`.
+    #[arg(value_name = "MODEL")]
+    positional_model: Option<String>,
+    /// Names the server answers to (default: --model).
+    #[arg(long = "served-model-name", num_args = 1..)]
+    served_model_name: Vec<String>,
+    #[arg(long = "tensor-parallel-size", short = 't', default_value_t = 1)]
+    tensor_parallel_size: u32,
+    #[arg(long = "pipeline-parallel-size", default_value_t = 1)]
+    pipeline_parallel_size: u32,
+    #[arg(long = "max-num-seqs", default_value_t = 256)]
+    max_num_seqs: u32,
+    #[arg(long = "max-model-len")]
+    max_model_len: Option<u32>,
+    #[arg(long = "gpu-memory-utilization")]
+    gpu_memory_utilization: Option<f64>,
+    /// Weight precision (vLLM's --quantization / --dtype): bf16, fp8, int4, fp4.
+    #[arg(long = "quantization")]
+    quantization: Option<String>,
+    #[arg(long, default_value = "0.0.0.0")]
+    host: String,
+    #[arg(long, default_value_t = 8000)]
+    port: u16,
+    /// Accelerator id or node label value (e.g. NVIDIA-H100-80GB-HBM3).
+    #[arg(long, default_value = "h100_sxm")]
+    accelerator: String,
+    /// Engine whose behaviour to emulate.
+    #[arg(long, default_value = "vllm")]
+    engine: String,
+    /// Multiplier on simulated delays (0.01 = 100× faster than real).
+    #[arg(long = "time-scale", default_value_t = 1.0)]
+    time_scale: f64,
+    /// Share of requests answered with HTTP 500.
+    #[arg(long = "error-rate", default_value_t = 0.0)]
+    error_rate: f64,
+    /// Seconds before /health turns 200 (wall clock, not scaled).
+    #[arg(long = "slow-start-secs", default_value_t = 0.0)]
+    slow_start_secs: f64,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+}
+
+const SERVE_FLAGS_WITH_VALUE: &[&str] = &[
+    "--model",
+    "--served-model-name",
+    "--tensor-parallel-size",
+    "-t",
+    "--pipeline-parallel-size",
+    "--max-num-seqs",
+    "--max-model-len",
+    "--gpu-memory-utilization",
+    "--quantization",
+    "--host",
+    "--port",
+    "--accelerator",
+    "--engine",
+    "--time-scale",
+    "--error-rate",
+    "--slow-start-secs",
+    "--seed",
+];
+
+/// Drop vLLM flags the emulator does not know, with a warning, so container args work as is.
+fn filter_serve_args(args: Vec<String>) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < args.len() {
+        let a = &args[i];
+        let name = a.split('=').next().unwrap_or(a);
+        if a.starts_with('-')
+            && name != "-h"
+            && name != "--help"
+            && !SERVE_FLAGS_WITH_VALUE.contains(&name)
+        {
+            let takes_value =
+                !a.contains('=') && args.get(i + 1).is_some_and(|n| !n.starts_with("--"));
+            if takes_value {
+                eprintln!(
+                    "bud-sim serve: warning: ignoring unsupported vLLM flag {a} {}",
+                    args[i + 1]
+                );
+                i += 2;
+            } else {
+                eprintln!("bud-sim serve: warning: ignoring unsupported vLLM flag {a}");
+                i += 1;
+            }
+            continue;
+        }
+        if name == "--served-model-name" && !a.contains('=') {
+            // Takes one or more values until the next flag.
+            out.push(a.clone());
+            i += 1;
+            while i < args.len() && !args[i].starts_with("--") {
+                out.push(args[i].clone());
+                i += 1;
+            }
+            continue;
+        }
+        out.push(a.clone());
+        if SERVE_FLAGS_WITH_VALUE.contains(&name) && !a.contains('=') {
+            if let Some(v) = args.get(i + 1) {
+                out.push(v.clone());
+            }
+            i += 2;
+        } else {
+            i += 1;
+        }
+    }
+    out
+}
+
+fn main() -> ExitCode {
+    let mut argv: Vec<String> = std::env::args().collect();
+    if argv.get(1).map(String::as_str) == Some("serve") {
+        let rest = filter_serve_args(argv.split_off(2));
+        argv.extend(rest);
+    }
+    let cli = Cli::parse_from(argv);
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bud-sim: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load_params(path: Option<&PathBuf>) -> Result<FittedParams, String> {
+    match path {
+        None => Ok(FittedParams::builtin().clone()),
+        Some(p) => {
+            let text = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
+            serde_json::from_str(&text).map_err(|e| format!("{}: {e}", p.display()))
+        }
+    }
+}
+
+fn parse_pool(s: &str) -> Result<CandidatePool, String> {
+    let parts: Vec<&str> = s.split(':').collect();
+    if parts.len() < 2 {
+        return Err(format!(
+            "--pool {s:?}: expected ACCELERATOR:COUNT[:PRICE_PER_HOUR[:CLUSTER]]"
+        ));
+    }
+    let count = parts[1].parse::<u32>().map_err(|_| {
+        format!(
+            "--pool {s:?}: count {:?} is not a positive integer",
+            parts[1]
+        )
+    })?;
+    let price = match parts.get(2).filter(|p| !p.is_empty()) {
+        Some(p) => Some(
+            p.parse::<f64>()
+                .map_err(|_| format!("--pool {s:?}: price {p:?} is not a number"))?,
+        ),
+        None => None,
+    };
+    HardwareCatalog::builtin()
+        .get(parts[0])
+        .map_err(|e| e.to_string())?;
+    Ok(CandidatePool {
+        accelerator: parts[0].to_string(),
+        count,
+        max_per_node: None,
+        price_per_hour: price,
+        cluster: parts.get(3).map(|c| c.to_string()),
+    })
+}
+
+fn run(cli: Cli) -> Result<(), String> {
+    match cli.command {
+        Command::Plan {
+            request,
+            model,
+            model_config,
+            input_tokens,
+            output_tokens,
+            concurrency,
+            ttft_ms,
+            tpot_ms,
+            e2e_ms,
+            min_tokens_per_user,
+            pools,
+            objective,
+            engines,
+            precisions,
+            max_results,
+            search,
+            seed,
+            json,
+        } => {
+            let mut req = match &request {
+                Some(p) => {
+                    let text =
+                        std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
+                    serde_yaml::from_str::<PlanRequest>(&text)
+                        .map_err(|e| format!("{}: {e}", p.display()))?
+                }
+                None => PlanRequest {
+                    model: String::new(),
+                    model_config: None,
+                    workload: Workload {
+                        input_tokens: 1024,
+                        output_tokens: 256,
+                        concurrency: 16,
+                    },
+                    slo: Slo::default(),
+                    pools: Vec::new(),
+                    objective: Objective::LowestCost,
+                    engines: None,
+                    precisions: None,
+                    max_results: None,
+                    search: SearchMode::Auto,
+                    seed: None,
+                },
+            };
+            if let Some(m) = model {
+                req.model = m;
+            }
+            if req.model.is_empty() {
+                return Err(format!(
+                    "--model is required (or a --request file); known models: {}",
+                    ModelCatalog::builtin().ids().join(", ")
+                ));
+            }
+            if let Some(p) = model_config {
+                req.model_config =
+                    Some(std::fs::read_to_string(&p).map_err(|e| format!("{}: {e}", p.display()))?);
+            }
+            if let Some(v) = input_tokens {
+                req.workload.input_tokens = v;
+            }
+            if let Some(v) = output_tokens {
+                req.workload.output_tokens = v;
+            }
+            if let Some(v) = concurrency {
+                req.workload.concurrency = v;
+            }
+            req.slo.ttft_ms = ttft_ms.or(req.slo.ttft_ms);
+            req.slo.tpot_ms = tpot_ms.or(req.slo.tpot_ms);
+            req.slo.e2e_ms = e2e_ms.or(req.slo.e2e_ms);
+            req.slo.min_tokens_per_s_per_user =
+                min_tokens_per_user.or(req.slo.min_tokens_per_s_per_user);
+            if !pools.is_empty() {
+                req.pools = pools
+                    .iter()
+                    .map(|p| parse_pool(p))
+                    .collect::<Result<_, _>>()?;
+            }
+            if req.pools.is_empty() {
+                return Err(format!(
+                    "at least one --pool ACCELERATOR:COUNT is required; accelerators: {}",
+                    HardwareCatalog::builtin().accepted_ids()
+                ));
+            }
+            if let Some(o) = objective {
+                req.objective = match o {
+                    ObjectiveArg::LowestCost => Objective::LowestCost,
+                    ObjectiveArg::ThroughputPerDollar => Objective::HighestThroughputPerDollar,
+                };
+            }
+            if !engines.is_empty() {
+                req.engines = Some(
+                    engines
+                        .iter()
+                        .map(|e| e.parse::<Engine>())
+                        .collect::<Result<_, _>>()
+                        .map_err(|e| e.to_string())?,
+                );
+            }
+            if !precisions.is_empty() {
+                req.precisions = Some(
+                    precisions
+                        .iter()
+                        .map(|e| e.parse::<Precision>())
+                        .collect::<Result<_, _>>()
+                        .map_err(|e| e.to_string())?,
+                );
+            }
+            req.max_results = max_results.or(req.max_results);
+            if let Some(s) = search {
+                req.search = match s {
+                    SearchArg::Auto => SearchMode::Auto,
+                    SearchArg::Exhaustive => SearchMode::Exhaustive,
+                    SearchArg::Genetic => SearchMode::Genetic,
+                };
+            }
+            req.seed = seed.or(req.seed);
+            let result = plan(&req).map_err(|e| e.to_string())?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&result).map_err(|e| e.to_string())?
+                );
+            } else {
+                print_plan(&result);
+            }
+            Ok(())
+        }
+        Command::Predict {
+            input,
+            models_dir,
+            output,
+            params,
+        } => {
+            let params = load_params(params.as_ref())?;
+            let inp =
+                std::fs::File::open(&input).map_err(|e| format!("{}: {e}", input.display()))?;
+            let out =
+                std::fs::File::create(&output).map_err(|e| format!("{}: {e}", output.display()))?;
+            let (ok, bad) =
+                predict_csv(inp, out, models_dir.as_deref(), &params).map_err(|e| e.to_string())?;
+            eprintln!(
+                "bud-sim predict: {ok} rows predicted, {bad} rows without a prediction (see the reason column) -> {}",
+                output.display()
+            );
+            Ok(())
+        }
+        Command::Calibrate {
+            data,
+            out,
+            report,
+            rounds,
+        } => {
+            let samples = load_samples(&data).map_err(|e| e.to_string())?;
+            let command = format!(
+                "bud-sim calibrate --data {} --out {} --rounds {rounds}",
+                data.display(),
+                out.display()
+            );
+            let started = Instant::now();
+            let params = fit(&samples, &command, rounds);
+            let text = serde_json::to_string_pretty(&params).map_err(|e| e.to_string())?;
+            std::fs::write(&out, text + "\n").map_err(|e| format!("{}: {e}", out.display()))?;
+            let acc = evaluate(&samples, &params);
+            let md = acc.to_markdown();
+            eprintln!(
+                "bud-sim calibrate: fitted in {:.1}s -> {}",
+                started.elapsed().as_secs_f64(),
+                out.display()
+            );
+            println!("{md}");
+            if let Some(r) = report {
+                std::fs::write(&r, format!("# Held-back accuracy\n\nReproduce: `cargo run --release -p bud-simulator -- accuracy --data simulator/data`\n\n{md}"))
+                    .map_err(|e| format!("{}: {e}", r.display()))?;
+            }
+            Ok(())
+        }
+        Command::Accuracy { data, params } => {
+            let params = load_params(params.as_ref())?;
+            let samples = load_samples(&data).map_err(|e| e.to_string())?;
+            println!("{}", evaluate(&samples, &params).to_markdown());
+            Ok(())
+        }
+        Command::BenchPlan { iterations } => {
+            let req = bench_request();
+            let mut times = Vec::new();
+            let mut result = None;
+            for _ in 0..iterations.max(1) {
+                let t = Instant::now();
+                result = Some(plan(&req).map_err(|e| e.to_string())?);
+                times.push(t.elapsed().as_secs_f64() * 1e3);
+            }
+            times.sort_by(f64::total_cmp);
+            let r = result.expect("at least one iteration");
+            println!(
+                "plan Llama-3.1-70B over 6 accelerator pools: evaluated {} candidates, {} recommendations; min {:.2} ms, median {:.2} ms, max {:.2} ms over {} runs",
+                r.evaluated,
+                r.recommendations.len(),
+                times[0],
+                times[times.len() / 2],
+                times[times.len() - 1],
+                times.len()
+            );
+            Ok(())
+        }
+        Command::Catalog => {
+            println!("accelerators:");
+            for a in HardwareCatalog::builtin().all() {
+                println!(
+                    "  {:<22} {:<52} {:>6.0} GiB {:>6.0} GB/s {:>7.0} TFLOPS bf16  ${:.2}/h  labels: {}",
+                    a.id,
+                    a.name,
+                    a.memory_bytes / (1u64 << 30) as f64,
+                    a.memory_bandwidth / 1e9,
+                    a.bf16_flops / 1e12,
+                    a.price_per_hour,
+                    a.node_labels.join(", ")
+                );
+            }
+            println!("models:");
+            for id in ModelCatalog::builtin().ids() {
+                let m = ModelCatalog::builtin().get(id).map_err(|e| e.to_string())?;
+                println!(
+                    "  {:<45} {:>7.1}B params, {:>6.1}B active",
+                    id,
+                    m.total_params() / 1e9,
+                    m.active_params() / 1e9
+                );
+            }
+            Ok(())
+        }
+        Command::Serve(args) => serve(args),
+    }
+}
+
+fn bench_request() -> PlanRequest {
+    let pools = [
+        "h100_sxm", "h200_sxm", "a100_sxm", "l40s", "mi300x", "b200_sxm",
+    ]
+    .iter()
+    .map(|a| CandidatePool {
+        accelerator: a.to_string(),
+        count: 32,
+        max_per_node: None,
+        price_per_hour: None,
+        cluster: Some("bench".into()),
+    })
+    .collect();
+    PlanRequest {
+        model: "meta-llama/Llama-3.1-70B".into(),
+        model_config: None,
+        workload: Workload {
+            input_tokens: 2048,
+            output_tokens: 512,
+            concurrency: 64,
+        },
+        slo: Slo {
+            ttft_ms: Some(2000.0),
+            tpot_ms: Some(40.0),
+            e2e_ms: None,
+            min_tokens_per_s_per_user: None,
+        },
+        pools,
+        objective: Objective::LowestCost,
+        engines: None,
+        precisions: None,
+        max_results: Some(10),
+        search: SearchMode::Auto,
+        seed: None,
+    }
+}
+
+fn print_plan(r: &PlanResult) {
+    println!(
+        "{:<4} {:<12} {:<10} {:>4} {:>4} {:>3} {:>3} {:<5} {:<9} {:>6} {:>9} {:>8} {:>10} {:>9} {:<2}",
+        "rank",
+        "accelerator",
+        "cluster",
+        "gpus",
+        "repl",
+        "tp",
+        "pp",
+        "prec",
+        "engine",
+        "maxbat",
+        "ttft_ms",
+        "tpot_ms",
+        "tok/s",
+        "$/hour",
+        "P"
+    );
+    for x in &r.recommendations {
+        println!(
+            "{:<4} {:<12} {:<10} {:>4} {:>4} {:>3} {:>3} {:<5} {:<9} {:>6} {:>9.0} {:>8.1} {:>10.0} {:>9.2} {:<2}",
+            x.rank,
+            x.accelerator,
+            x.cluster.clone().unwrap_or_default(),
+            x.gpus_per_replica,
+            x.replicas,
+            x.tp,
+            x.pp,
+            x.precision.as_str(),
+            x.engine.as_str(),
+            x.max_batch,
+            x.prediction.ttft_ms,
+            x.prediction.tpot_ms,
+            x.total_tokens_per_s,
+            x.cost_per_hour,
+            if x.pareto_optimal { "*" } else { "" }
+        );
+    }
+    if r.recommendations.is_empty() {
+        println!("no configuration meets the request");
+    }
+    println!(
+        "\nsearch: {}, evaluated {} candidates",
+        r.strategy, r.evaluated
+    );
+    if !r.rejections.is_empty() {
+        println!("rejected:");
+        for (k, v) in &r.rejections {
+            println!("  {k:<28} {v}");
+        }
+    }
+    if let Some(m) = &r.nearest_miss {
+        println!("{}", m.advice);
+    }
+}
+
+fn serve(a: ServeArgs) -> Result<(), String> {
+    let model_arg = a
+        .model
+        .clone()
+        .or(a.positional_model.clone())
+        .ok_or_else(|| {
+            format!(
+                "--model is required; known models: {}",
+                ModelCatalog::builtin().ids().join(", ")
+            )
+        })?;
+    let config_path = PathBuf::from(&model_arg).join("config.json");
+    let model: ModelSpec = if config_path.is_file() {
+        let text = std::fs::read_to_string(&config_path)
+            .map_err(|e| format!("{}: {e}", config_path.display()))?;
+        ModelSpec::from_config_json(&model_arg, &text).map_err(|e| e.to_string())?
+    } else {
+        ModelCatalog::builtin()
+            .get(&model_arg)
+            .map_err(|e| e.to_string())?
+            .clone()
+    };
+    let accelerator = HardwareCatalog::builtin()
+        .get(&a.accelerator)
+        .map_err(|e| e.to_string())?
+        .clone();
+    let engine: Engine = a
+        .engine
+        .parse()
+        .map_err(|e: bud_simulator::Error| e.to_string())?;
+    if !(a.time_scale.is_finite() && a.time_scale >= 0.0) {
+        return Err(format!(
+            "--time-scale {} must be a non-negative number",
+            a.time_scale
+        ));
+    }
+    if !(0.0..=1.0).contains(&a.error_rate) {
+        return Err(format!(
+            "--error-rate {} must be between 0 and 1",
+            a.error_rate
+        ));
+    }
+    let precision = match &a.quantization {
+        Some(q) => Some(q.parse::<Precision>().map_err(|e| e.to_string())?),
+        None => None,
+    };
+    let mut serving = ServingConfig::new(&model.id, &accelerator.id, engine);
+    serving.tp = a.tensor_parallel_size;
+    serving.pp = a.pipeline_parallel_size;
+    serving.max_batch = Some(a.max_num_seqs.max(1));
+    serving.precision = precision;
+    serving.gpu_memory_utilization = a.gpu_memory_utilization;
+    let served_names = if a.served_model_name.is_empty() {
+        vec![model_arg.clone()]
+    } else {
+        a.served_model_name.clone()
+    };
+    let max_model_len = a.max_model_len.unwrap_or(model.max_context.min(32768));
+    let emu = Emulator::new(EmulatorConfig {
+        model,
+        served_names,
+        accelerator,
+        serving,
+        params: FittedParams::builtin().clone(),
+        time_scale: a.time_scale,
+        error_rate: a.error_rate,
+        slow_start_secs: a.slow_start_secs,
+        seed: a.seed,
+        max_model_len,
+    })
+    .map_err(|e| e.to_string())?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    rt.block_on(bud_simulator::serve::run(emu, &a.host, a.port))
+        .map_err(|e| e.to_string())
+}

@@ -1,0 +1,213 @@
+//! Fitted efficiency and overhead parameters of the performance model.
+//!
+//! The committed `data/fitted_params.json` was produced by `bud-sim calibrate` (the command
+//! line is recorded in the file). Parameters are kept per engine (and per engine on CPUs);
+//! a per-accelerator scale absorbs software maturity differences between GPU generations.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::sync::OnceLock;
+
+/// Parameters of one engine family on one device kind.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EngineParams {
+    /// Achieved fraction of peak memory bandwidth when streaming weights and KV.
+    pub mem_eff: f64,
+    /// Achieved fraction of peak tensor FLOPS in decode steps.
+    pub decode_compute_eff: f64,
+    /// Achieved fraction of peak tensor FLOPS in prefill.
+    pub prefill_compute_eff: f64,
+    /// Efficiency multiplier of routed-expert (grouped GEMM) memory traffic.
+    pub moe_eff: f64,
+    /// Fixed per-step overhead (scheduler, sampling, launch), ms.
+    pub step_overhead_ms: f64,
+    /// Per-layer per-step overhead (kernel launches not hidden by graphs), µs.
+    pub layer_overhead_us: f64,
+    /// Per-sequence per-step overhead (batch bookkeeping, sampling), µs.
+    pub seq_overhead_us: f64,
+    /// Latency of one all-reduce / all-to-all hop, µs (times log2 of the group size).
+    pub allreduce_us: f64,
+    /// Fixed prefill overhead (tokenisation, scheduling, first step), ms.
+    pub prefill_overhead_ms: f64,
+    /// Share of a burst of simultaneous prefills a request waits behind (0..1).
+    pub burst_factor: f64,
+    /// Share of a decode step a new request waits before its prefill starts.
+    pub ttft_step_factor: f64,
+    /// How much other requests' prefills stretch the time per output token.
+    pub mix_factor: f64,
+}
+
+impl EngineParams {
+    /// Parameter names in fitting order.
+    pub const NAMES: [&'static str; 12] = [
+        "memEff",
+        "decodeComputeEff",
+        "prefillComputeEff",
+        "moeEff",
+        "stepOverheadMs",
+        "layerOverheadUs",
+        "seqOverheadUs",
+        "allreduceUs",
+        "prefillOverheadMs",
+        "burstFactor",
+        "ttftStepFactor",
+        "mixFactor",
+    ];
+
+    /// Get a parameter by index (for the fitter).
+    pub fn get(&self, i: usize) -> f64 {
+        [
+            self.mem_eff,
+            self.decode_compute_eff,
+            self.prefill_compute_eff,
+            self.moe_eff,
+            self.step_overhead_ms,
+            self.layer_overhead_us,
+            self.seq_overhead_us,
+            self.allreduce_us,
+            self.prefill_overhead_ms,
+            self.burst_factor,
+            self.ttft_step_factor,
+            self.mix_factor,
+        ][i]
+    }
+
+    /// Set a parameter by index (for the fitter).
+    pub fn set(&mut self, i: usize, v: f64) {
+        let slot = match i {
+            0 => &mut self.mem_eff,
+            1 => &mut self.decode_compute_eff,
+            2 => &mut self.prefill_compute_eff,
+            3 => &mut self.moe_eff,
+            4 => &mut self.step_overhead_ms,
+            5 => &mut self.layer_overhead_us,
+            6 => &mut self.seq_overhead_us,
+            7 => &mut self.allreduce_us,
+            8 => &mut self.prefill_overhead_ms,
+            9 => &mut self.burst_factor,
+            10 => &mut self.ttft_step_factor,
+            _ => &mut self.mix_factor,
+        };
+        *slot = v;
+    }
+
+    /// Bounds of each parameter (the fitter clamps to these).
+    pub fn bounds(i: usize) -> (f64, f64) {
+        match i {
+            0 => (0.2, 1.0),
+            1 | 2 => (0.05, 1.0),
+            3 => (0.2, 1.5),
+            4 => (0.0, 50.0),
+            5 => (0.0, 200.0),
+            6 => (0.0, 500.0),
+            7 => (0.5, 200.0),
+            8 => (0.0, 2000.0),
+            9 => (0.0, 1.5),
+            10 => (0.0, 3.0),
+            _ => (0.0, 3.0),
+        }
+    }
+
+    /// Starting values before calibration: typical figures of a mature GPU engine.
+    pub fn default_gpu() -> Self {
+        EngineParams {
+            mem_eff: 0.75,
+            decode_compute_eff: 0.5,
+            prefill_compute_eff: 0.5,
+            moe_eff: 0.8,
+            step_overhead_ms: 2.0,
+            layer_overhead_us: 10.0,
+            seq_overhead_us: 20.0,
+            allreduce_us: 8.0,
+            prefill_overhead_ms: 20.0,
+            burst_factor: 0.5,
+            ttft_step_factor: 0.5,
+            mix_factor: 1.0,
+        }
+    }
+
+    /// Starting values for CPU serving.
+    pub fn default_cpu() -> Self {
+        EngineParams {
+            mem_eff: 0.5,
+            decode_compute_eff: 0.3,
+            prefill_compute_eff: 0.3,
+            moe_eff: 0.8,
+            step_overhead_ms: 5.0,
+            layer_overhead_us: 50.0,
+            seq_overhead_us: 200.0,
+            allreduce_us: 20.0,
+            prefill_overhead_ms: 50.0,
+            burst_factor: 1.0,
+            ttft_step_factor: 0.5,
+            mix_factor: 1.0,
+        }
+    }
+}
+
+/// The full fitted parameter set.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FittedParams {
+    /// The command that produced this file.
+    pub command: String,
+    /// What the fit saw and what it held back.
+    pub notes: String,
+    /// Parameters by key: `vllm`, `sglang`, `trtllm`, `llamacpp`, and `vllm-cpu`, `llamacpp-cpu`.
+    pub engines: BTreeMap<String, EngineParams>,
+    /// Multiplier on step and prefill times per accelerator id (1.0 when absent).
+    pub accelerator_scale: BTreeMap<String, f64>,
+}
+
+impl Default for FittedParams {
+    fn default() -> Self {
+        let mut engines = BTreeMap::new();
+        for e in ["vllm", "sglang", "trtllm", "llamacpp"] {
+            engines.insert(e.to_string(), EngineParams::default_gpu());
+        }
+        engines.insert("vllm-cpu".into(), EngineParams::default_cpu());
+        engines.insert("llamacpp-cpu".into(), EngineParams::default_cpu());
+        FittedParams {
+            command: "defaults".into(),
+            notes: String::new(),
+            engines,
+            accelerator_scale: BTreeMap::new(),
+        }
+    }
+}
+
+impl FittedParams {
+    /// The committed fitted parameters (embedded from `data/fitted_params.json`).
+    pub fn builtin() -> &'static FittedParams {
+        static P: OnceLock<FittedParams> = OnceLock::new();
+        P.get_or_init(|| {
+            serde_json::from_str(include_str!("../data/fitted_params.json")).unwrap_or_default()
+        })
+    }
+
+    /// Parameters for an engine key, falling back to defaults.
+    pub fn engine(&self, key: &str) -> EngineParams {
+        self.engines.get(key).copied().unwrap_or_else(|| {
+            if key.ends_with("-cpu") {
+                self.engines
+                    .get("vllm-cpu")
+                    .copied()
+                    .unwrap_or_else(EngineParams::default_cpu)
+            } else {
+                self.engines
+                    .get("vllm")
+                    .copied()
+                    .unwrap_or_else(EngineParams::default_gpu)
+            }
+        })
+    }
+
+    /// Scale for an accelerator id.
+    pub fn scale(&self, accelerator: &str) -> f64 {
+        self.accelerator_scale
+            .get(accelerator)
+            .copied()
+            .unwrap_or(1.0)
+    }
+}

@@ -1,0 +1,620 @@
+//! The performance model: one serving configuration under one workload.
+//!
+//! Decode is a sequence of steps; each step streams the weights a GPU holds (only the experts
+//! the batch routes to, for MoE) and the KV cache of the running sequences, does the matching
+//! FLOPs, pays all-reduce / all-to-all latency per layer and a fixed per-step engine overhead.
+//! Prefill is mostly compute bound. In a closed loop of `concurrency` users the time per output
+//! token also carries the other users' prefills, the time to first token carries the prefills
+//! queued ahead of a request, and when the KV cache cannot hold every user the rest wait for a
+//! slot (Little's law). Efficiencies and overheads come from [`FittedParams`].
+
+use crate::error::{Error, Result};
+use crate::hardware::{Accelerator, DeviceKind, accelerator};
+use crate::model::{AttentionKind, ModelSpec, model};
+use crate::params::{EngineParams, FittedParams};
+use crate::precision::{Engine, Precision};
+use serde::{Deserialize, Serialize};
+
+const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
+
+/// One serving configuration of one replica.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServingConfig {
+    /// Model id from the catalog (`Qwen/Qwen3-8B`, `hf://...`).
+    pub model: String,
+    /// Accelerator id or node label value.
+    pub accelerator: String,
+    /// Tensor parallel size (per attention data-parallel rank).
+    #[serde(default = "one")]
+    pub tp: u32,
+    /// Pipeline parallel size.
+    #[serde(default = "one")]
+    pub pp: u32,
+    /// Attention data-parallel ranks (each with `tp` devices).
+    #[serde(default = "one")]
+    pub attention_dp: u32,
+    /// MoE tensor parallel size (default: all devices of the replica when `moe_ep` is 1).
+    #[serde(default)]
+    pub moe_tp: Option<u32>,
+    /// MoE expert parallel size (default 1).
+    #[serde(default)]
+    pub moe_ep: Option<u32>,
+    /// Weight/compute precision of dense layers (default: the model's own).
+    #[serde(default)]
+    pub precision: Option<Precision>,
+    /// Precision of routed experts (default: same as `precision`, or the model's own).
+    #[serde(default)]
+    pub expert_precision: Option<Precision>,
+    /// KV cache precision (default: fp8 when weights are fp8/fp4, otherwise bf16).
+    #[serde(default)]
+    pub kv_precision: Option<Precision>,
+    /// Serving engine.
+    pub engine: Engine,
+    /// Engine version (informational; the fit is per engine family).
+    #[serde(default)]
+    pub engine_version: Option<String>,
+    /// Largest number of sequences in a batch (vLLM `--max-num-seqs`); default per engine.
+    #[serde(default)]
+    pub max_batch: Option<u32>,
+    /// Fraction of device memory the engine may use (vLLM `--gpu-memory-utilization`).
+    #[serde(default)]
+    pub gpu_memory_utilization: Option<f64>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+impl ServingConfig {
+    /// A minimal configuration: model, accelerator, engine, TP 1.
+    pub fn new(model: &str, accelerator: &str, engine: Engine) -> Self {
+        ServingConfig {
+            model: model.into(),
+            accelerator: accelerator.into(),
+            tp: 1,
+            pp: 1,
+            attention_dp: 1,
+            moe_tp: None,
+            moe_ep: None,
+            precision: None,
+            expert_precision: None,
+            kv_precision: None,
+            engine,
+            engine_version: None,
+            max_batch: None,
+            gpu_memory_utilization: None,
+        }
+    }
+
+    /// Devices one replica uses.
+    pub fn devices(&self) -> u32 {
+        self.tp.max(1) * self.pp.max(1) * self.attention_dp.max(1)
+    }
+}
+
+/// The load: a closed loop of `concurrency` users each sending `input_tokens` and reading
+/// `output_tokens`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Workload {
+    /// Prompt length in tokens.
+    pub input_tokens: u32,
+    /// Generated tokens per request.
+    pub output_tokens: u32,
+    /// Concurrent users (requests in flight).
+    pub concurrency: u32,
+}
+
+/// Memory per device and whether the configuration fits.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MemoryBreakdown {
+    /// Device capacity, bytes.
+    pub capacity_bytes: f64,
+    /// Share of the capacity the engine takes.
+    pub usable_bytes: f64,
+    /// Weights held per device.
+    pub weights_bytes: f64,
+    /// Peak activation workspace.
+    pub activations_bytes: f64,
+    /// Runtime reserve (context, allocator).
+    pub runtime_reserve_bytes: f64,
+    /// Communication buffers.
+    pub communication_reserve_bytes: f64,
+    /// What remains for the KV cache.
+    pub kv_cache_bytes: f64,
+    /// KV cache one request needs at full length, per device.
+    pub kv_per_request_bytes: f64,
+    /// KV the whole workload needs per device.
+    pub kv_needed_bytes: f64,
+    /// Whether at least one request fits.
+    pub fits: bool,
+    /// A sentence saying whether and why it fits.
+    pub verdict: String,
+}
+
+/// Predicted performance of one configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Prediction {
+    /// Mean time to first token, ms.
+    pub ttft_ms: f64,
+    /// Mean time per output token after the first, ms.
+    pub tpot_ms: f64,
+    /// Mean end-to-end request latency, ms.
+    pub e2e_ms: f64,
+    /// Output tokens/s one user sees.
+    pub tokens_per_s_per_user: f64,
+    /// Output tokens/s of the replica.
+    pub tokens_per_s: f64,
+    /// Completed requests/s of the replica.
+    pub requests_per_s: f64,
+    /// Most requests the KV cache (and max batch) can run at once.
+    pub max_concurrency: u32,
+    /// Requests actually running (the rest queue).
+    pub running: u32,
+    /// Mean wait for a KV slot, ms (part of TTFT).
+    pub queue_wait_ms: f64,
+    /// One decode step at the running batch, ms.
+    pub decode_step_ms: f64,
+    /// Prefill of one prompt alone, ms.
+    pub prefill_ms: f64,
+    /// What bounds a decode step: `memory`, `compute`, `communication` or `overhead`.
+    pub bottleneck: String,
+    /// Devices per replica.
+    pub devices: u32,
+    /// Memory per device.
+    pub memory: MemoryBreakdown,
+}
+
+/// Resolved inputs of the model: everything looked up and defaulted.
+#[derive(Debug, Clone)]
+pub struct Resolved<'a> {
+    /// Model architecture.
+    pub model: &'a ModelSpec,
+    /// Device.
+    pub acc: &'a Accelerator,
+    /// Parameters of this engine on this device kind.
+    pub p: EngineParams,
+    /// Accelerator scale.
+    pub scale: f64,
+    tp: f64,
+    pp: f64,
+    dp: f64,
+    moe_par: f64,
+    moe_ep: f64,
+    dense_prec: Precision,
+    expert_prec: Precision,
+    kv_prec: Precision,
+    max_batch: u32,
+    mem_util: f64,
+    kv_of_free: bool,
+    link_bw: f64,
+}
+
+/// Key of the parameter set used for an engine on a device kind.
+pub fn params_key(engine: Engine, kind: DeviceKind) -> String {
+    match kind {
+        DeviceKind::Cpu => format!("{engine}-cpu"),
+        DeviceKind::Gpu => engine.to_string(),
+    }
+}
+
+/// Check that an engine can run on a device.
+pub fn check_engine(engine: Engine, acc: &Accelerator) -> Result<()> {
+    let ok = match (engine, acc.kind) {
+        (Engine::LlamaCpp, DeviceKind::Cpu) | (Engine::Vllm, DeviceKind::Cpu) => true,
+        (_, DeviceKind::Cpu) => false,
+        (Engine::Trtllm, DeviceKind::Gpu) => acc.vendor == "nvidia",
+        (Engine::Sglang, DeviceKind::Gpu) => acc.vendor != "intel",
+        (Engine::Vllm, DeviceKind::Gpu) => true,
+        (Engine::LlamaCpp, DeviceKind::Gpu) => false,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Unsupported(format!(
+            "engine {engine} does not run on {} ({}); on CPUs use vllm or llamacpp, trtllm needs NVIDIA GPUs, sglang needs NVIDIA or AMD GPUs",
+            acc.id, acc.name
+        )))
+    }
+}
+
+impl<'a> Resolved<'a> {
+    /// Resolve a configuration against a model, a device and parameters.
+    pub fn new(
+        cfg: &ServingConfig,
+        model: &'a ModelSpec,
+        acc: &'a Accelerator,
+        params: &FittedParams,
+    ) -> Result<Self> {
+        check_engine(cfg.engine, acc)?;
+        for (name, v) in [
+            ("tp", cfg.tp),
+            ("pp", cfg.pp),
+            ("attentionDp", cfg.attention_dp),
+        ] {
+            if v == 0 || v > 1024 {
+                return Err(Error::invalid(
+                    name,
+                    format!("{v} must be between 1 and 1024"),
+                ));
+            }
+        }
+        if cfg.pp > model.num_layers {
+            return Err(Error::invalid(
+                "pp",
+                format!("{} exceeds the model's {} layers", cfg.pp, model.num_layers),
+            ));
+        }
+        let world = cfg.tp * cfg.attention_dp;
+        let moe_ep = cfg.moe_ep.unwrap_or(1).max(1);
+        let moe_tp = cfg.moe_tp.unwrap_or((world / moe_ep).max(1)).max(1);
+        let dense_prec = cfg.precision.unwrap_or(model.native_precision);
+        let expert_prec = cfg
+            .expert_precision
+            .or(cfg.precision)
+            .unwrap_or(model.native_expert_precision);
+        for p in [dense_prec, expert_prec] {
+            if !acc.supports(p) {
+                return Err(Error::Unsupported(format!(
+                    "{} has no {p} tensor cores; choose one of: {}",
+                    acc.id,
+                    Precision::ALL
+                        .iter()
+                        .filter(|x| acc.supports(**x))
+                        .map(|x| x.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )));
+            }
+        }
+        let kv_prec = cfg.kv_precision.unwrap_or(match dense_prec {
+            Precision::Fp8 | Precision::Fp4 => Precision::Fp8,
+            _ => Precision::Bf16,
+        });
+        let max_batch = cfg.max_batch.unwrap_or(match cfg.engine {
+            Engine::Vllm => 256,
+            Engine::Sglang => 1024,
+            Engine::Trtllm => 2048,
+            Engine::LlamaCpp => 64,
+        });
+        let mem_util = cfg
+            .gpu_memory_utilization
+            .unwrap_or(match (cfg.engine, acc.kind) {
+                (_, DeviceKind::Cpu) => 0.9,
+                (Engine::Sglang, _) => 0.88,
+                _ => 0.9,
+            });
+        if !(0.05..=1.0).contains(&mem_util) {
+            return Err(Error::invalid(
+                "gpuMemoryUtilization",
+                format!("{mem_util} must be in (0.05, 1.0]"),
+            ));
+        }
+        let devices = cfg.devices();
+        let link_bw = if devices <= acc.devices_per_node {
+            acc.intra_node_bandwidth
+        } else {
+            acc.inter_node_bandwidth
+        };
+        Ok(Resolved {
+            model,
+            acc,
+            p: params.engine(&params_key(cfg.engine, acc.kind)),
+            scale: params.scale(&acc.id),
+            tp: cfg.tp as f64,
+            pp: cfg.pp as f64,
+            dp: cfg.attention_dp as f64,
+            moe_par: (moe_tp * moe_ep) as f64,
+            moe_ep: moe_ep as f64,
+            dense_prec,
+            expert_prec,
+            kv_prec,
+            max_batch,
+            mem_util,
+            kv_of_free: cfg.engine == Engine::Trtllm,
+            link_bw,
+        })
+    }
+
+    fn kv_shard(&self) -> f64 {
+        match self.model.attention {
+            AttentionKind::Gqa { kv_heads, .. } => 1.0 / self.tp.min(kv_heads as f64),
+            AttentionKind::Mla { .. } => 1.0,
+        }
+    }
+
+    /// KV bytes per device one sequence holds at `context` tokens.
+    pub fn kv_bytes_per_seq(&self, context: f64) -> f64 {
+        self.model.kv_elems_for_context(context) * self.kv_prec.kv_bytes() * self.kv_shard()
+            / self.pp
+    }
+
+    /// The memory breakdown per device for sequences of `context` tokens and `wanted` users.
+    pub fn memory(&self, context: f64, wanted: u32) -> (MemoryBreakdown, u32) {
+        let m = self.model;
+        let weights = ((m.attention_params + m.dense_mlp_params) * self.dense_prec.weight_bytes()
+            / self.tp
+            + m.routed_params() * self.expert_prec.weight_bytes() / self.moe_par)
+            / self.pp
+            + m.embedding_params * 2.0 / self.tp;
+        let act_tokens = 8192.0_f64;
+        let activations = act_tokens * m.hidden_size as f64 * 2.0 * 8.0 / self.tp
+            + act_tokens * m.vocab_size as f64 * 4.0 / self.tp / 8.0;
+        // The system YAML reserves are deliberately generous; engines keep about 1 GiB for
+        // the CUDA context and allocator slack on top of the weights and workspaces.
+        let runtime = self.acc.runtime_reserve_bytes.min(GIB);
+        let comm = self.acc.comm_reserve((self.tp * self.dp * self.pp) as u32);
+        let usable = self.acc.memory_bytes * self.mem_util;
+        let kv_cache = if self.kv_of_free {
+            // TensorRT-LLM: a fraction of what is free after the weights and workspaces.
+            (self.acc.memory_bytes - weights - activations - comm - runtime).max(0.0)
+                * self.mem_util
+        } else {
+            // vLLM / SGLang: a fraction of the whole device, minus what else lives there.
+            (usable - weights - activations - comm - runtime).max(0.0)
+        };
+        let per_req = self.kv_bytes_per_seq(context).max(1.0);
+        let per_rank = (kv_cache / per_req).floor();
+        let cap = ((per_rank * self.dp).min(self.max_batch as f64 * self.dp))
+            .clamp(0.0, u32::MAX as f64) as u32;
+        let needed = per_req * (wanted as f64 / self.dp).ceil();
+        let gib = |b: f64| b / (1024.0 * 1024.0 * 1024.0);
+        let fits = cap >= 1;
+        let verdict = if !fits {
+            if usable < weights + activations + comm + runtime {
+                format!(
+                    "does not fit: weights {:.1} GiB + activations {:.1} GiB + reserves {:.1} GiB exceed the {:.1} GiB usable per device; use more devices (higher TP/PP) or a smaller precision",
+                    gib(weights),
+                    gib(activations),
+                    gib(comm + runtime),
+                    gib(usable)
+                )
+            } else {
+                format!(
+                    "does not fit: one request needs {:.2} GiB of KV cache per device but only {:.2} GiB remain after the weights",
+                    gib(per_req),
+                    gib(kv_cache)
+                )
+            }
+        } else if cap < wanted {
+            format!(
+                "fits, but the KV cache holds {cap} of the {wanted} concurrent requests ({:.1} GiB free, {:.3} GiB per request); the rest queue",
+                gib(kv_cache),
+                gib(per_req)
+            )
+        } else {
+            format!(
+                "fits: {:.1} GiB of weights and {:.1} GiB of KV cache per device for up to {cap} requests",
+                gib(weights),
+                gib(kv_cache)
+            )
+        };
+        (
+            MemoryBreakdown {
+                capacity_bytes: self.acc.memory_bytes,
+                usable_bytes: usable,
+                weights_bytes: weights,
+                activations_bytes: activations,
+                runtime_reserve_bytes: runtime,
+                communication_reserve_bytes: comm,
+                kv_cache_bytes: kv_cache,
+                kv_per_request_bytes: per_req,
+                kv_needed_bytes: needed,
+                fits,
+                verdict,
+            },
+            cap,
+        )
+    }
+
+    fn comm_time(&self, group: f64, bytes: f64, count: f64) -> f64 {
+        if group <= 1.0 {
+            return 0.0;
+        }
+        let lat = self.p.allreduce_us * 1e-6 * group.log2().max(1.0);
+        count * (lat + 2.0 * (group - 1.0) / group * bytes / self.link_bw)
+    }
+
+    /// One decode step with `running` sequences (total over the replica) at mean context
+    /// `ctx`. Returns (seconds, bottleneck).
+    pub fn decode_step(&self, running: f64, ctx: f64) -> (f64, &'static str) {
+        let m = self.model;
+        let p = &self.p;
+        let b_stage = (running / self.pp).max(1.0);
+        let b = (b_stage / self.dp).max(1.0);
+        let layers_frac = 1.0 / self.pp;
+        let mut weight_bytes =
+            ((m.attention_params + m.dense_mlp_params) * self.dense_prec.weight_bytes() / self.tp
+                + m.lm_head_params * 2.0 / self.tp)
+                * layers_frac;
+        let mut flops = 2.0 * b * (m.attention_params + m.dense_mlp_params + m.lm_head_params)
+            / self.tp
+            * layers_frac;
+        let mut expert_bytes = 0.0;
+        if let Some(moe) = &m.moe {
+            let e = moe.num_experts as f64;
+            let k = moe.experts_per_token as f64;
+            let unique = e * (1.0 - (1.0 - k / e).powf(b_stage));
+            expert_bytes = moe.moe_layers as f64
+                * layers_frac
+                * unique
+                * moe.expert_params
+                * self.expert_prec.weight_bytes()
+                / self.moe_par;
+            flops += 2.0 * b_stage * k * moe.expert_params * moe.moe_layers as f64 * layers_frac
+                / self.moe_par;
+        }
+        let ctx_read = if m.attention_topk > 0 {
+            ctx.min(m.attention_topk as f64)
+        } else {
+            ctx
+        };
+        let kv_bytes = b * self.kv_bytes_per_seq(ctx_read);
+        let attn_ctx = m.full_attention_layers as f64 * ctx_read
+            + m.sliding_layers as f64 * ctx_read.min(m.sliding_window as f64);
+        let attn_layers = (m.full_attention_layers + m.sliding_layers).max(1) as f64;
+        flops += b * m.attn_flops_per_ctx_token / attn_layers * attn_ctx / self.tp * layers_frac;
+        weight_bytes += expert_bytes / p.moe_eff - expert_bytes;
+        let bw = self.acc.memory_bandwidth * p.mem_eff;
+        let t_mem = (weight_bytes + expert_bytes + kv_bytes) / bw;
+        let compute = if self.dense_prec == Precision::Int4 {
+            Precision::Bf16
+        } else {
+            self.dense_prec
+        };
+        let t_comp = flops / (self.acc.flops_for(compute) * p.decode_compute_eff);
+        let t_math = (t_mem.powi(3) + t_comp.powi(3)).cbrt();
+        let layers = m.num_layers as f64 * layers_frac;
+        let ar_bytes = b * m.hidden_size as f64 * 2.0;
+        let mut t_comm = self.comm_time(self.tp, ar_bytes, 2.0 * layers);
+        if self.moe_ep > 1.0
+            && let Some(moe) = &m.moe
+        {
+            {
+                let bytes = b * moe.experts_per_token as f64 * m.hidden_size as f64;
+                t_comm += self.comm_time(
+                    self.moe_ep,
+                    bytes,
+                    2.0 * moe.moe_layers as f64 * layers_frac,
+                );
+            }
+        }
+        let t_over = p.step_overhead_ms * 1e-3
+            + p.layer_overhead_us * 1e-6 * layers
+            + p.seq_overhead_us * 1e-6 * b;
+        let total = (t_math + t_comm + t_over) * self.scale;
+        let bottleneck = if t_over >= t_math.max(t_comm) {
+            "overhead"
+        } else if t_comm >= t_math {
+            "communication"
+        } else if t_mem >= t_comp {
+            "memory"
+        } else {
+            "compute"
+        };
+        (total * self.pp, bottleneck)
+    }
+
+    /// Prefill of `tokens` prompt tokens of one request on one attention rank, seconds.
+    /// Without the fixed overhead when `with_overhead` is false.
+    pub fn prefill(&self, tokens: f64, with_overhead: bool) -> f64 {
+        let m = self.model;
+        let p = &self.p;
+        let mut flops = 2.0 * tokens * (m.attention_params + m.dense_mlp_params) / self.tp;
+        let mut bytes =
+            (m.attention_params + m.dense_mlp_params) * self.dense_prec.weight_bytes() / self.tp;
+        if let Some(moe) = &m.moe {
+            let e = moe.num_experts as f64;
+            let k = moe.experts_per_token as f64;
+            flops += 2.0 * tokens * k * moe.expert_params * moe.moe_layers as f64 / self.moe_par;
+            let unique = e * (1.0 - (1.0 - k / e).powf(tokens));
+            bytes += moe.moe_layers as f64
+                * unique
+                * moe.expert_params
+                * self.expert_prec.weight_bytes()
+                / self.moe_par;
+        }
+        let full_ctx = if m.attention_topk > 0 {
+            (tokens / 2.0).min(m.attention_topk as f64)
+        } else {
+            tokens / 2.0
+        };
+        let attn_layers = (m.full_attention_layers + m.sliding_layers).max(1) as f64;
+        let attn_ctx = m.full_attention_layers as f64 * full_ctx
+            + m.sliding_layers as f64 * full_ctx.min(m.sliding_window as f64);
+        flops += tokens * m.attn_flops_per_ctx_token / attn_layers * attn_ctx / self.tp;
+        let compute = if self.dense_prec == Precision::Int4 {
+            Precision::Bf16
+        } else {
+            self.dense_prec
+        };
+        let t_comp = flops / (self.acc.flops_for(compute) * p.prefill_compute_eff);
+        let t_mem = bytes / (self.acc.memory_bandwidth * p.mem_eff);
+        let layers = m.num_layers as f64;
+        let t_comm = self.comm_time(self.tp, tokens * m.hidden_size as f64 * 2.0, 2.0 * layers);
+        let mut t = t_comp.max(t_mem) + t_comm + p.layer_overhead_us * 1e-6 * layers;
+        if with_overhead {
+            t += p.prefill_overhead_ms * 1e-3;
+        }
+        t * self.scale
+    }
+
+    /// Predict the workload on this resolved configuration.
+    pub fn predict(&self, w: &Workload) -> Result<Prediction> {
+        if w.input_tokens == 0 || w.output_tokens == 0 || w.concurrency == 0 {
+            return Err(Error::invalid(
+                "workload",
+                "inputTokens, outputTokens and concurrency must all be at least 1",
+            ));
+        }
+        let isl = w.input_tokens as f64;
+        let osl = w.output_tokens as f64;
+        // Paged KV caches admit requests on demand, so what has to fit is the mean context of
+        // the running requests (prompt plus half the output), not every request at full length.
+        let (memory, cap) = self.memory(isl + osl / 2.0, w.concurrency);
+        let running = w.concurrency.min(cap.max(1));
+        let r = running as f64;
+        let ctx = isl + osl / 2.0;
+        let (t_dec, bottleneck) = self.decode_step(r, ctx);
+        let t_pf_alone = self.prefill(isl, true);
+        let t_pf_work = self.prefill(isl, false);
+        let per_rank = (r / self.dp).max(1.0);
+        // Other users' prefills interleave with decode steps: each of the `per_rank`
+        // sequences on a rank is refreshed once every `osl` steps.
+        let tpot = t_dec + self.p.mix_factor * (per_rank - 1.0).max(0.0) * t_pf_work / osl;
+        let ttft_run = t_pf_alone
+            + self.p.ttft_step_factor * t_dec
+            + self.p.burst_factor * (per_rank - 1.0) / 2.0 * t_pf_work;
+        let decode_time = (osl - 1.0).max(0.0) * tpot;
+        let cycle = ttft_run + decode_time;
+        // Requests beyond what the KV cache holds wait for a slot (closed loop, Little's law).
+        let queue_wait = if w.concurrency > running {
+            cycle * (w.concurrency as f64 / r - 1.0)
+        } else {
+            0.0
+        };
+        let ttft = ttft_run + queue_wait;
+        let e2e = ttft + decode_time;
+        let tokens_per_s = r * osl / cycle;
+        Ok(Prediction {
+            ttft_ms: ttft * 1e3,
+            tpot_ms: tpot * 1e3,
+            e2e_ms: e2e * 1e3,
+            tokens_per_s_per_user: 1.0 / tpot,
+            tokens_per_s,
+            requests_per_s: r / cycle,
+            max_concurrency: cap,
+            running,
+            queue_wait_ms: queue_wait * 1e3,
+            decode_step_ms: t_dec * 1e3,
+            prefill_ms: t_pf_alone * 1e3,
+            bottleneck: bottleneck.to_string(),
+            devices: (self.tp * self.pp * self.dp) as u32,
+            memory,
+        })
+    }
+}
+
+/// Predict one configuration under one workload with the built-in catalogs and the committed
+/// fitted parameters. A configuration that does not fit still returns a prediction whose
+/// `memory.fits` is false and whose `memory.verdict` says why.
+pub fn predict(cfg: &ServingConfig, workload: &Workload) -> Result<Prediction> {
+    let m = model(&cfg.model)?;
+    let acc = accelerator(&cfg.accelerator)?;
+    predict_with(cfg, m, acc, FittedParams::builtin(), workload)
+}
+
+/// Predict with an explicit model, device and parameter set (for custom config.json files,
+/// overridden hardware, or calibration).
+pub fn predict_with(
+    cfg: &ServingConfig,
+    m: &ModelSpec,
+    acc: &Accelerator,
+    params: &FittedParams,
+    workload: &Workload,
+) -> Result<Prediction> {
+    Resolved::new(cfg, m, acc, params)?.predict(workload)
+}
