@@ -1,1 +1,3 @@
 //! Bud Foundry gateway (work in progress).
+pub mod limits;
+pub mod usage;
