@@ -1,0 +1,220 @@
+//! Upstream providers: one trait, one file per provider.
+//!
+//! The gateway's canonical request and response shape is OpenAI chat/completions/embeddings
+//! JSON. A provider takes a canonical body (with `model` already set to the upstream model)
+//! and returns canonical JSON, or a stream of canonical chunks; providers that speak another
+//! wire format translate both ways (see [`crate::translate`]).
+
+pub mod anthropic;
+pub mod azure;
+pub mod engine;
+pub mod openai;
+pub mod openai_wire;
+pub mod sse;
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::Stream;
+use serde_json::Value;
+
+use crate::routing::spec::ProviderKind;
+
+/// Which OpenAI operation a request is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    Chat,
+    Completions,
+    Embeddings,
+}
+
+impl Operation {
+    pub fn path(self) -> &'static str {
+        match self {
+            Operation::Chat => "/chat/completions",
+            Operation::Completions => "/completions",
+            Operation::Embeddings => "/embeddings",
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Operation::Chat => "chat",
+            Operation::Completions => "completions",
+            Operation::Embeddings => "embeddings",
+        }
+    }
+}
+
+/// A stream of canonical (OpenAI) chunks.
+pub type ChunkStream = Pin<Box<dyn Stream<Item = Result<Value, ProviderError>> + Send>>;
+
+/// What went wrong talking to an upstream.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ProviderError {
+    #[error("could not connect to upstream: {0}")]
+    Connect(String),
+    #[error("upstream timed out ({0})")]
+    Timeout(&'static str),
+    #[error("upstream returned {status}: {message}")]
+    Status { status: u16, message: String },
+    #[error("upstream response could not be decoded: {0}")]
+    Decode(String),
+    #[error("upstream stream failed: {0}")]
+    Stream(String),
+    #[error("{0}")]
+    Unsupported(String),
+    #[error("request cannot be translated: {0}")]
+    Translation(String),
+}
+
+impl ProviderError {
+    /// A bounded label for metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ProviderError::Connect(_) => "connect",
+            ProviderError::Timeout(_) => "timeout",
+            ProviderError::Status { status, .. } if *status >= 500 => "status_5xx",
+            ProviderError::Status { status: 429, .. } => "status_429",
+            ProviderError::Status { .. } => "status_4xx",
+            ProviderError::Decode(_) => "decode",
+            ProviderError::Stream(_) => "stream",
+            ProviderError::Unsupported(_) => "unsupported",
+            ProviderError::Translation(_) => "translation",
+        }
+    }
+
+    /// Whether another endpoint or deployment may be tried (before any byte was streamed).
+    pub fn retryable(&self) -> bool {
+        match self {
+            ProviderError::Connect(_) | ProviderError::Timeout(_) => true,
+            ProviderError::Status { status, .. } => {
+                matches!(status, 408 | 429 | 500 | 502 | 503 | 504 | 529)
+            }
+            ProviderError::Stream(_) => true,
+            _ => false,
+        }
+    }
+
+    /// Whether this failure counts against the endpoint's health.
+    pub fn is_health_failure(&self) -> bool {
+        match self {
+            ProviderError::Connect(_) | ProviderError::Timeout(_) | ProviderError::Stream(_) => {
+                true
+            }
+            ProviderError::Status { status, .. } => *status >= 500,
+            _ => false,
+        }
+    }
+}
+
+/// Per-call timeouts.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    /// Until the response headers (and, for streams, the first event) arrive.
+    pub first_byte: Duration,
+    /// The whole request, streams included.
+    pub total: Duration,
+}
+
+/// One upstream protocol. Implementations are cheap to clone into a snapshot.
+#[async_trait]
+pub trait Provider: Send + Sync + std::fmt::Debug {
+    fn kind(&self) -> ProviderKind;
+
+    /// A non-streaming call; returns the canonical response body.
+    async fn infer(
+        &self,
+        base_url: &str,
+        op: Operation,
+        body: Value,
+        timeouts: Timeouts,
+    ) -> Result<Value, ProviderError>;
+
+    /// A streaming call; resolves once the upstream accepted the request.
+    async fn infer_stream(
+        &self,
+        base_url: &str,
+        op: Operation,
+        body: Value,
+        timeouts: Timeouts,
+    ) -> Result<ChunkStream, ProviderError>;
+
+    /// A cheap GET used to re-admit an ejected endpoint.
+    fn probe_url(&self, base_url: &str) -> String {
+        format!("{base_url}/models")
+    }
+}
+
+/// HTTP clients shared by all providers: connection pools live across snapshots.
+#[derive(Debug, Clone)]
+pub struct HttpClients {
+    /// HTTP/1.1 (and HTTP/2 via ALPN for TLS upstreams).
+    pub default: reqwest::Client,
+    /// HTTP/2 with prior knowledge (h2c) for engines that speak it.
+    pub h2c: reqwest::Client,
+    /// Use h2c for engines.
+    pub engines_use_h2c: bool,
+}
+
+impl HttpClients {
+    pub fn new(connect_timeout: Duration, engines_use_h2c: bool) -> Result<Self, reqwest::Error> {
+        let base = || {
+            reqwest::Client::builder()
+                .tcp_nodelay(true)
+                .connect_timeout(connect_timeout)
+                .pool_idle_timeout(Duration::from_secs(90))
+                .pool_max_idle_per_host(256)
+                .redirect(reqwest::redirect::Policy::none())
+        };
+        Ok(Self {
+            default: base().build()?,
+            h2c: base().http2_prior_knowledge().build()?,
+            engines_use_h2c,
+        })
+    }
+}
+
+/// Builds the provider for one deployment.
+pub fn build_provider(
+    kind: ProviderKind,
+    clients: &HttpClients,
+    credential: Option<String>,
+    api_version: Option<String>,
+    azure_deployment: Option<String>,
+) -> Arc<dyn Provider> {
+    match kind {
+        ProviderKind::Engine => {
+            let client = if clients.engines_use_h2c {
+                clients.h2c.clone()
+            } else {
+                clients.default.clone()
+            };
+            Arc::new(engine::EngineProvider::new(client, credential))
+        }
+        ProviderKind::OpenAI | ProviderKind::Together | ProviderKind::OpenAICompatible => Arc::new(
+            openai::OpenAiProvider::new(kind, clients.default.clone(), credential),
+        ),
+        ProviderKind::AzureOpenAI => Arc::new(azure::AzureOpenAiProvider::new(
+            clients.default.clone(),
+            credential,
+            api_version,
+            azure_deployment,
+        )),
+        ProviderKind::Anthropic => Arc::new(anthropic::AnthropicProvider::new(
+            clients.default.clone(),
+            credential,
+        )),
+    }
+}
+
+/// The base URL used when a route names none.
+pub fn default_base_url(kind: ProviderKind) -> Option<&'static str> {
+    match kind {
+        ProviderKind::OpenAI => Some("https://api.openai.com/v1"),
+        ProviderKind::Anthropic => Some("https://api.anthropic.com/v1"),
+        ProviderKind::Together => Some("https://api.together.xyz/v1"),
+        ProviderKind::Engine | ProviderKind::AzureOpenAI | ProviderKind::OpenAICompatible => None,
+    }
+}

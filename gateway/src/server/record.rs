@@ -1,0 +1,195 @@
+//! The per-request record: filled in as the request proceeds and finalised exactly once when
+//! it drops (end of response, end of stream, or client disconnect). Finalising emits the
+//! usage row, the metrics, and settles the rate-limit reservation.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::limits::Admission;
+use crate::metrics::{ModelLabels, RequestLabels, TokenLabels};
+use crate::usage::UsageRecord;
+
+use super::AppState;
+
+/// Status recorded when the client went away before the response finished.
+pub const CLIENT_CLOSED: u16 = 499;
+
+pub struct RequestRecord {
+    state: Arc<AppState>,
+    pub endpoint: &'static str,
+    pub request_id: String,
+    pub started: Instant,
+    pub time: chrono::DateTime<chrono::Utc>,
+    pub namespace: String,
+    pub key_id: String,
+    pub served_model: String,
+    pub deployment: String,
+    pub provider: String,
+    pub upstream: String,
+    /// `None` until the response is decided; a drop while `None` means the client left.
+    pub status: Option<u16>,
+    pub error_type: Option<String>,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub ttft: Option<Duration>,
+    /// Time spent waiting on upstreams (all attempts).
+    pub upstream_time: Duration,
+    pub streamed: bool,
+    /// USD per token (input, output) of the deployment that answered.
+    pub price_per_token: (f64, f64),
+    pub admission: Option<Admission>,
+    /// Whether to emit a usage row (requests rejected before authentication are not usage).
+    pub billable: bool,
+    /// A disarmed record (a placeholder left behind when the real one moved into a stream)
+    /// emits nothing.
+    pub armed: bool,
+}
+
+impl RequestRecord {
+    pub fn new(state: Arc<AppState>, endpoint: &'static str, request_id: String) -> Self {
+        Self {
+            state,
+            endpoint,
+            request_id,
+            started: Instant::now(),
+            time: chrono::Utc::now(),
+            namespace: String::new(),
+            key_id: String::new(),
+            served_model: String::new(),
+            deployment: String::new(),
+            provider: String::new(),
+            upstream: String::new(),
+            status: None,
+            error_type: None,
+            input_tokens: 0,
+            output_tokens: 0,
+            ttft: None,
+            upstream_time: Duration::ZERO,
+            streamed: false,
+            price_per_token: (0.0, 0.0),
+            admission: None,
+            billable: false,
+            armed: true,
+        }
+    }
+
+    pub fn state(&self) -> Arc<AppState> {
+        self.state.clone()
+    }
+
+    pub fn fail(&mut self, status: u16, error_type: &str) {
+        self.status = Some(status);
+        self.error_type = Some(error_type.to_string());
+    }
+
+    /// Reads OpenAI-shaped `usage` into the record.
+    pub fn take_usage(&mut self, usage: &serde_json::Value) {
+        if let Some(n) = usage
+            .get("prompt_tokens")
+            .and_then(serde_json::Value::as_u64)
+        {
+            self.input_tokens = n;
+        }
+        if let Some(n) = usage
+            .get("completion_tokens")
+            .and_then(serde_json::Value::as_u64)
+        {
+            self.output_tokens = n;
+        }
+    }
+}
+
+impl Drop for RequestRecord {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let latency = self.started.elapsed();
+        let status = match self.status {
+            Some(s) => s,
+            None => {
+                self.error_type
+                    .get_or_insert_with(|| "client_disconnected".to_string());
+                CLIENT_CLOSED
+            }
+        };
+        let metrics = &self.state.metrics;
+        let model = if self.served_model.is_empty() {
+            "-".to_string()
+        } else {
+            self.served_model.clone()
+        };
+        metrics
+            .requests
+            .get_or_create(&RequestLabels {
+                endpoint: self.endpoint,
+                model: model.clone(),
+                status,
+            })
+            .inc();
+        let labels = ModelLabels {
+            endpoint: self.endpoint,
+            model: model.clone(),
+        };
+        metrics
+            .latency
+            .get_or_create(&labels)
+            .observe(latency.as_secs_f64());
+        if let Some(ttft) = self.ttft {
+            metrics
+                .ttft
+                .get_or_create(&labels)
+                .observe(ttft.as_secs_f64());
+        }
+        if self.input_tokens > 0 {
+            metrics
+                .tokens
+                .get_or_create(&TokenLabels {
+                    model: model.clone(),
+                    direction: "input",
+                })
+                .inc_by(self.input_tokens);
+        }
+        if self.output_tokens > 0 {
+            metrics
+                .tokens
+                .get_or_create(&TokenLabels {
+                    model,
+                    direction: "output",
+                })
+                .inc_by(self.output_tokens);
+        }
+        if let Some(admission) = self.admission.take() {
+            let limiter = self.state.limiter.clone();
+            let actual = self.input_tokens + self.output_tokens;
+            if let Ok(handle) = tokio::runtime::Handle::try_current() {
+                handle.spawn(async move { limiter.settle(admission, actual).await });
+            }
+        }
+        if !self.billable {
+            return;
+        }
+        let latency_ms = latency.as_secs_f64() * 1000.0;
+        let upstream_ms = self.upstream_time.as_secs_f64() * 1000.0;
+        self.state.usage.record(UsageRecord {
+            request_id: std::mem::take(&mut self.request_id),
+            time: self.time,
+            namespace: std::mem::take(&mut self.namespace),
+            key_id: std::mem::take(&mut self.key_id),
+            served_model: std::mem::take(&mut self.served_model),
+            deployment: std::mem::take(&mut self.deployment),
+            provider: std::mem::take(&mut self.provider),
+            endpoint: std::mem::take(&mut self.upstream),
+            status,
+            error_type: self.error_type.take(),
+            input_tokens: u32::try_from(self.input_tokens).unwrap_or(u32::MAX),
+            output_tokens: u32::try_from(self.output_tokens).unwrap_or(u32::MAX),
+            ttft_ms: self.ttft.map(|t| t.as_secs_f64() * 1000.0),
+            latency_ms,
+            gateway_overhead_ms: (latency_ms - upstream_ms).max(0.0),
+            streamed: self.streamed,
+            cost: self.price_per_token.0 * self.input_tokens as f64
+                + self.price_per_token.1 * self.output_tokens as f64,
+        });
+    }
+}
