@@ -9,20 +9,26 @@ use super::{Admission, Charged, Decided, KeyLimits, LimitKind, RateLimitHeaders,
 /// Nanoseconds in a window.
 const WINDOW_NS: u64 = WINDOW.as_nanos() as u64;
 
-/// The two buckets of one key: theoretical arrival times in nanoseconds since the epoch.
-#[derive(Debug, Default)]
+/// The two buckets of one key: theoretical arrival times in nanoseconds since `epoch`.
+#[derive(Debug)]
 pub(crate) struct KeyBuckets {
     requests_tat: AtomicU64,
     tokens_tat: AtomicU64,
-    /// Nanoseconds since the limiter's epoch (shared with `LocalLimiter::epoch`).
-    epoch: Option<Instant>,
+    /// The limiter's epoch, copied here so settlement needs no map lookup.
+    epoch: Instant,
 }
 
 impl KeyBuckets {
+    fn new(epoch: Instant) -> Self {
+        KeyBuckets {
+            requests_tat: AtomicU64::new(0),
+            tokens_tat: AtomicU64::new(0),
+            epoch,
+        }
+    }
+
     fn now_ns(&self) -> u64 {
-        self.epoch
-            .map(|epoch| u64::try_from(epoch.elapsed().as_nanos()).unwrap_or(u64::MAX / 2))
-            .unwrap_or(0)
+        u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX / 2)
     }
 }
 
@@ -45,12 +51,8 @@ impl LocalLimiter {
             return (key.clone(), buckets.clone());
         }
         let key: Arc<str> = Arc::from(key_id);
-        let buckets = keys.get_or_insert_with(key.clone(), || {
-            Arc::new(KeyBuckets {
-                epoch: Some(self.epoch),
-                ..KeyBuckets::default()
-            })
-        });
+        let buckets =
+            keys.get_or_insert_with(key.clone(), || Arc::new(KeyBuckets::new(self.epoch)));
         (key, buckets.clone())
     }
 
@@ -199,7 +201,7 @@ mod tests {
     const SECOND: u64 = 1_000_000_000;
 
     fn fresh() -> (Arc<str>, Arc<KeyBuckets>) {
-        (Arc::from("k"), Arc::new(KeyBuckets::default()))
+        (Arc::from("k"), Arc::new(KeyBuckets::new(Instant::now())))
     }
 
     #[test]

@@ -140,7 +140,10 @@ struct LimitedLabels {
 #[derive(
     Debug, Clone, Copy, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelValue,
 )]
-#[allow(non_camel_case_types)]
+#[expect(
+    non_camel_case_types,
+    reason = "the variant names are the metric label values"
+)]
 enum LimitKind {
     requests,
     tokens,
@@ -252,7 +255,9 @@ impl Limiter {
                 LocalLimiter::settle(buckets, tpm, admission.reserved_tokens, actual_tokens);
             }
             Charged::Redis => {
-                let Some(redis) = &self.inner.redis else {
+                // While Redis is known to be down the correction is lost: the reservation then
+                // simply expires with its window.
+                let Some(redis) = self.redis_if_healthy() else {
                     return;
                 };
                 if let Err(error) = redis

@@ -19,7 +19,9 @@ const WINDOW_US: u64 = WINDOW.as_micros() as u64;
 /// requests_backlog_us, tokens_backlog_us, refused_by (1 requests, 2 tokens)}.
 ///
 /// TATs are written with `%.0f`: Lua's default number formatting keeps only 14 digits.
+/// `replicate_commands` lets Redis < 5 accept writes after `TIME` (a no-op since Redis 5).
 const ADMIT_SCRIPT: &str = r"
+if redis.replicate_commands then redis.replicate_commands() end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local request_cost = tonumber(ARGV[1])
@@ -63,6 +65,7 @@ return {1, 0, requests_tat - now, tokens_tat - now, 0}
 
 /// KEYS: tokens bucket. ARGV: the correction in µs (positive charges, negative refunds).
 const SETTLE_SCRIPT: &str = r"
+if redis.replicate_commands then redis.replicate_commands() end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local delta = tonumber(ARGV[1])

@@ -93,7 +93,10 @@ impl ClickHouseConfig {
 
 /// Why rows were dropped (a metric label).
 #[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
-#[allow(non_camel_case_types)]
+#[expect(
+    non_camel_case_types,
+    reason = "the variant names are the metric label values"
+)]
 pub(crate) enum DropReason {
     /// The channel was full: the batcher is behind or ClickHouse is down.
     channel_full,
@@ -203,7 +206,7 @@ impl UsageExporter {
 
 /// Starts the batcher on the current tokio runtime and returns the request path's handle.
 /// The batcher flushes what it holds and stops when every handle is dropped. Schema validation
-/// is on; see [`spawn_clickhouse_exporter_with`] to switch it off.
+/// is on; see [`spawn_clickhouse_exporter_with`] to switch it off. Panics outside a tokio runtime.
 pub fn spawn_clickhouse_exporter(config: ClickHouseConfig) -> UsageExporter {
     spawn_clickhouse_exporter_with(config, SchemaValidation::Enabled)
 }
