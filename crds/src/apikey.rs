@@ -50,8 +50,8 @@ pub struct ApiKeySpec {
     pub description: Option<String>,
     /// Served model names this key may use; every model in the namespace when empty.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 256))]
-    #[x_kube(validation = Rule::new("self.all(m, self.exists_one(n, n == m))").message("spec.models must not repeat a name"))]
+    #[schemars(length(max = 256), inner(length(min = 1, max = 253)))]
+    #[x_kube(merge_strategy = ListMerge::Set)]
     pub models: Vec<String>,
     /// Rate limits; unlimited when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -101,6 +101,18 @@ pub enum ClusterType {
     Aks,
 }
 
+impl ClusterType {
+    /// The value as written in YAML.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClusterType::Local => "Local",
+            ClusterType::Kubeconfig => "Kubeconfig",
+            ClusterType::Eks => "EKS",
+            ClusterType::Aks => "AKS",
+        }
+    }
+}
+
 /// Where an existing cluster's kubeconfig lives.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -137,7 +149,7 @@ pub struct EksClusterSpec {
     pub security_group_ids: Vec<String>,
     /// Managed node groups.
     #[schemars(length(min = 1, max = 30))]
-    #[x_kube(validation = Rule::new("self.all(g, self.exists_one(h, h.name == g.name))").message("spec.eks.nodeGroups names must be unique"))]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
     pub node_groups: Vec<EksNodeGroup>,
     /// Tags on every AWS resource created for this cluster.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -247,7 +259,7 @@ pub struct AksClusterSpec {
     pub kubernetes_version: Option<String>,
     /// Node pools; the first is the system pool.
     #[schemars(length(min = 1, max = 100))]
-    #[x_kube(validation = Rule::new("self.all(p, self.exists_one(q, q.name == p.name))").message("spec.aks.nodePools names must be unique"))]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
     pub node_pools: Vec<AksNodePool>,
     /// Service principal credentials (keys `AZURE_TENANT_ID`, `AZURE_CLIENT_ID`,
     /// `AZURE_CLIENT_SECRET`).

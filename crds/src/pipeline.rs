@@ -43,11 +43,11 @@ pub struct PipelineSpec {
     /// Parameters a run may set; steps refer to them as `{{ params.<name> }}`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 64))]
-    #[x_kube(validation = Rule::new("self.all(p, self.exists_one(q, q.name == p.name))").message("spec.parameters names must be unique"))]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
     pub parameters: Vec<PipelineParameter>,
     /// The steps; a step starts when every step in its `dependsOn` succeeded.
-    #[schemars(length(min = 1, max = 100))]
-    #[x_kube(validation = Rule::new("self.all(s, self.exists_one(t, t.name == s.name))").message("spec.steps names must be unique"))]
+    #[schemars(length(min = 1, max = 50))]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
     #[x_kube(validation = Rule::new("self.all(s, !has(s.dependsOn) || s.dependsOn.all(d, d != s.name && self.exists(t, t.name == d)))").message("every spec.steps[].dependsOn entry must name another step of this pipeline"))]
     pub steps: Vec<PipelineStep>,
     /// Cron schedule (five fields, UTC, or a macro such as `@daily`); runs only on demand
@@ -101,7 +101,7 @@ pub struct PipelineStep {
     pub action: StepAction,
     /// Steps that must succeed first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 100))]
+    #[schemars(length(max = 10), inner(length(min = 1, max = 63)))]
     pub depends_on: Vec<String>,
     /// Retries after a failure.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -1,1 +1,220 @@
-fn main() {}
+//! `bud-operator`: runs Bud Foundry's controllers. It serves `/metrics`, `/healthz` and
+//! `/readyz`, takes part in lease-based leader election (only the leader reconciles), and
+//! shuts down gracefully on SIGTERM or Ctrl-C, releasing its lease.
+
+#![forbid(unsafe_code)]
+
+mod leader;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use bud_controllers::{Context, metrics::Metrics};
+use clap::Parser;
+use leader::{LeaderElector, LeaseSettings};
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// The Bud Foundry operator.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Cli {
+    /// Address of the metrics and health server.
+    #[arg(long, env = "BUD_METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    metrics_addr: SocketAddr,
+    /// Take part in leader election; disable only when exactly one replica runs.
+    #[arg(long, env = "BUD_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
+    leader_election: bool,
+    /// Namespace of the leader-election Lease (defaults to the pod's namespace).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    lease_namespace: String,
+    /// Name of the leader-election Lease.
+    #[arg(long, env = "BUD_LEASE_NAME", default_value = "bud-operator")]
+    lease_name: String,
+    /// This replica's identity in the election (defaults to the pod name, else host and pid).
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+    /// Seconds a lease lasts without renewal.
+    #[arg(long, env = "BUD_LEASE_DURATION_SECONDS", default_value_t = 15)]
+    lease_duration_seconds: u64,
+    /// Log format: `text` or `json`. Log levels come from RUST_LOG (default `info`).
+    #[arg(long, env = "BUD_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
+}
+
+struct Health {
+    registry: Registry,
+    ready: AtomicBool,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_tracing(&cli.log_format);
+
+    let client = kube::Client::try_default().await.map_err(|e| {
+        anyhow::anyhow!("cannot build a Kubernetes client (in-cluster or KUBECONFIG): {e}")
+    })?;
+    let identity = cli.identity.clone().unwrap_or_else(default_identity);
+
+    let mut registry = Registry::default();
+    let metrics = Arc::new(Metrics::new(&mut registry));
+    let leader_gauge = Gauge::<i64>::default();
+    registry.register(
+        "bud_operator_leader",
+        "1 while this replica is the leader",
+        leader_gauge.clone(),
+    );
+    let health = Arc::new(Health {
+        registry,
+        ready: AtomicBool::new(false),
+    });
+
+    let listener = tokio::net::TcpListener::bind(cli.metrics_addr)
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!("cannot listen on --metrics-addr {}: {e}", cli.metrics_addr)
+        })?;
+    tracing::info!(addr = %listener.local_addr()?, %identity, "serving /metrics, /healthz and /readyz");
+    let app = Router::new()
+        .route("/metrics", get(serve_metrics))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .with_state(health.clone());
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let mut server_shutdown = shutdown_rx.clone();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = server_shutdown.wait_for(|stop| *stop).await;
+            })
+            .await
+    });
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down");
+        let _ = shutdown_tx.send(true);
+    });
+
+    let elector = cli.leader_election.then(|| {
+        LeaderElector::new(
+            client.clone(),
+            LeaseSettings {
+                namespace: cli.lease_namespace.clone(),
+                name: cli.lease_name.clone(),
+                identity: identity.clone(),
+                lease_duration: Duration::from_secs(cli.lease_duration_seconds),
+                renew_every: Duration::from_secs((cli.lease_duration_seconds / 3).max(1)),
+            },
+        )
+    });
+    if let Some(elector) = &elector {
+        let mut stop = shutdown_rx.clone();
+        tokio::select! {
+            result = elector.acquire() => result?,
+            _ = stop.wait_for(|s| *s) => { server.await??; return Ok(()); }
+        }
+        tracing::info!(lease = %cli.lease_name, "acquired leadership");
+    }
+    leader_gauge.set(1);
+    health.ready.store(true, Ordering::Relaxed);
+
+    let ctx = Arc::new(Context::new(client.clone(), metrics, Some(identity)));
+    let stop_signal = {
+        let mut stop = shutdown_rx.clone();
+        async move {
+            let _ = stop.wait_for(|s| *s).await;
+        }
+    };
+    let controllers = bud_controllers::budcluster::run(ctx, stop_signal);
+    let lost = async {
+        match &elector {
+            Some(elector) => elector.hold().await,
+            None => std::future::pending().await,
+        }
+    };
+    let lost_leadership = tokio::select! {
+        _ = controllers => false,
+        _ = lost => true,
+    };
+    leader_gauge.set(0);
+    if lost_leadership {
+        anyhow::bail!("lost leadership; exiting so that a fresh start rejoins the election");
+    }
+    if let Some(elector) = &elector
+        && let Err(err) = elector.release().await
+    {
+        tracing::warn!(error = %err, "could not release the lease");
+    }
+    server.await??;
+    Ok(())
+}
+
+async fn serve_metrics(State(health): State<Arc<Health>>) -> impl IntoResponse {
+    let mut body = String::new();
+    match prometheus_client::encoding::text::encode(&mut body, &health.registry) {
+        Ok(()) => (
+            StatusCode::OK,
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            body,
+        ),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            [(header::CONTENT_TYPE, "text/plain")],
+            e.to_string(),
+        ),
+    }
+}
+
+/// Ready once this replica leads (or runs without election); followers report not ready so
+/// that dashboards and rollouts can tell them apart.
+async fn readyz(State(health): State<Arc<Health>>) -> impl IntoResponse {
+    if health.ready.load(Ordering::Relaxed) {
+        (StatusCode::OK, "ok")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "waiting for leadership")
+    }
+}
+
+fn default_identity() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "bud-operator".into());
+    format!("{host}-{}", std::process::id())
+}
+
+fn init_tracing(format: &str) {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

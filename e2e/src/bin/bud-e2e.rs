@@ -1,0 +1,65 @@
+//! `bud-e2e`: registers or removes the simulated fleet on the cluster `KUBECONFIG` names.
+
+use bud_e2e::{fleet::Fleet, harness};
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(about = "Local control plane tooling for Bud Foundry's end-to-end tests")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Manage the simulated fleet of kwok nodes.
+    Fleet {
+        #[command(subcommand)]
+        action: FleetAction,
+    },
+    /// Install (server-side apply) the bud.studio CRDs and wait until they are established.
+    InstallCrds,
+}
+
+#[derive(Subcommand)]
+enum FleetAction {
+    /// Register (or update) the nodes of a fleet file.
+    Apply {
+        /// The fleet file.
+        #[arg(long, default_value_os_t = harness::default_fleet_path())]
+        file: PathBuf,
+    },
+    /// Remove every node registered from a fleet file.
+    Delete,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let client = harness::client().await?;
+    match cli.command {
+        Command::Fleet {
+            action: FleetAction::Apply { file },
+        } => {
+            let text = std::fs::read_to_string(&file)
+                .map_err(|e| anyhow::anyhow!("cannot read fleet file {}: {e}", file.display()))?;
+            let fleet =
+                Fleet::from_yaml(&text).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+            for name in harness::apply_fleet(&client, &fleet).await? {
+                println!("node/{name} applied");
+            }
+        }
+        Command::Fleet {
+            action: FleetAction::Delete,
+        } => {
+            harness::delete_fleet(&client).await?;
+            println!("simulated nodes deleted");
+        }
+        Command::InstallCrds => {
+            harness::install_crds(&client).await?;
+            println!("bud.studio CRDs established");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,256 @@
+//! Helpers for tests against a real API server: a client from `KUBECONFIG`, waiting on a
+//! condition with a deadline, per-test namespaces, registering the simulated fleet, and
+//! running the operator binary as a child process.
+
+use crate::fleet::{FLEET_LABEL, Fleet};
+use k8s_openapi::api::core::v1::{Namespace, Node};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::Client;
+use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Field manager of everything the test tooling applies.
+pub const FIELD_MANAGER: &str = "bud-e2e";
+
+/// A client for the cluster `KUBECONFIG` names (the local control plane, or any cluster).
+pub async fn client() -> anyhow::Result<Client> {
+    anyhow::ensure!(
+        std::env::var_os("KUBECONFIG").is_some(),
+        "KUBECONFIG is not set: start the local control plane with `make cluster-up` (or point KUBECONFIG at a cluster)"
+    );
+    Ok(Client::try_default().await?)
+}
+
+/// Polls `check` until it returns `Some`, or fails after `timeout` naming `what`.
+pub async fn wait_until<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = anyhow::Result<Option<T>>>,
+{
+    let deadline = Instant::now() + timeout;
+    let mut last_error = None;
+    loop {
+        match check().await {
+            Ok(Some(value)) => return Ok(value),
+            Ok(None) => {}
+            Err(err) => last_error = Some(err),
+        }
+        if Instant::now() >= deadline {
+            anyhow::bail!(
+                "timed out after {timeout:?} waiting for {what}{}",
+                last_error
+                    .map(|e| format!(" (last error: {e:#})"))
+                    .unwrap_or_default()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A namespace of its own for one test; [`TestNamespace::delete`] removes it.
+pub struct TestNamespace {
+    pub name: String,
+    client: Client,
+}
+
+impl TestNamespace {
+    /// Creates `<prefix>-<random suffix>`.
+    pub async fn create(client: &Client, prefix: &str) -> anyhow::Result<Self> {
+        let suffix: u32 =
+            std::process::id() ^ (Instant::now().elapsed().subsec_nanos()) ^ rand_u32();
+        let name = format!("{prefix}-{:06x}", suffix & 0xff_ffff);
+        let ns = Namespace {
+            metadata: ObjectMeta {
+                name: Some(name.clone()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        Api::<Namespace>::all(client.clone())
+            .create(&PostParams::default(), &ns)
+            .await?;
+        // Pods need the namespace's default ServiceAccount, which a controller creates.
+        let sa: Api<k8s_openapi::api::core::v1::ServiceAccount> =
+            Api::namespaced(client.clone(), &name);
+        wait_until(
+            "the namespace's default ServiceAccount",
+            Duration::from_secs(30),
+            || async { Ok(sa.get_opt("default").await?) },
+        )
+        .await?;
+        Ok(Self {
+            name,
+            client: client.clone(),
+        })
+    }
+
+    /// Deletes the namespace (and so everything in it).
+    pub async fn delete(self) -> anyhow::Result<()> {
+        Api::<Namespace>::all(self.client.clone())
+            .delete(&self.name, &DeleteParams::background())
+            .await?;
+        Ok(())
+    }
+}
+
+fn rand_u32() -> u32 {
+    let mut bytes = [0u8; 4];
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        use std::io::Read;
+        let _ = f.read_exact(&mut bytes);
+    }
+    u32::from_le_bytes(bytes)
+}
+
+/// Installs every bud.studio CRD with server-side apply and waits until each is Established.
+pub async fn install_crds(client: &Client) -> anyhow::Result<()> {
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    for crd in bud_crds::all_crds() {
+        let name = crd.metadata.name.clone().unwrap_or_default();
+        api.patch(&name, &params, &Patch::Apply(&crd)).await?;
+        wait_until(
+            &format!("CRD {name} to be Established"),
+            Duration::from_secs(30),
+            || async {
+                let crd = api.get(&name).await?;
+                let established = crd
+                    .status
+                    .and_then(|s| s.conditions)
+                    .unwrap_or_default()
+                    .iter()
+                    .any(|c| c.type_ == "Established" && c.status == "True");
+                Ok(established.then_some(()))
+            },
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Registers (or updates) the fleet's nodes. Node status is written through the status
+/// subresource because the API server ignores status on create.
+pub async fn apply_fleet(client: &Client, fleet: &Fleet) -> anyhow::Result<Vec<String>> {
+    let mut names = Vec::new();
+    for node in fleet.nodes() {
+        names.push(apply_node(client, &node).await?);
+    }
+    Ok(names)
+}
+
+/// Registers one simulated node and sets its capacity.
+pub async fn apply_node(client: &Client, node: &Node) -> anyhow::Result<String> {
+    let api: Api<Node> = Api::all(client.clone());
+    let name = node.metadata.name.clone().unwrap_or_default();
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    let mut without_status = node.clone();
+    without_status.status = None;
+    api.patch(&name, &params, &Patch::Apply(&without_status))
+        .await?;
+    let status = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Node",
+        "status": {
+            "capacity": node.status.as_ref().and_then(|s| s.capacity.clone()),
+            "allocatable": node.status.as_ref().and_then(|s| s.allocatable.clone()),
+        }
+    });
+    api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
+        .await?;
+    Ok(name)
+}
+
+/// Removes every node registered from a fleet file.
+pub async fn delete_fleet(client: &Client) -> anyhow::Result<()> {
+    let api: Api<Node> = Api::all(client.clone());
+    api.delete_collection(
+        &DeleteParams::default(),
+        &ListParams::default().labels(FLEET_LABEL),
+    )
+    .await?;
+    Ok(())
+}
+
+/// The fleet file the local control plane uses.
+pub fn default_fleet_path() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("cluster/fleet.yaml")
+}
+
+/// Reads the default fleet file.
+pub fn default_fleet() -> anyhow::Result<Fleet> {
+    Fleet::from_yaml(&std::fs::read_to_string(default_fleet_path())?)
+}
+
+/// The operator running as a child process; killed when dropped.
+pub struct OperatorProcess {
+    child: Child,
+    /// Address of its metrics and health server.
+    pub metrics_addr: String,
+}
+
+impl OperatorProcess {
+    /// Starts `bud-operator` (from `BUD_OPERATOR_BIN`, else the Cargo target directory)
+    /// against `KUBECONFIG`, with `extra_args`.
+    pub fn start(extra_args: &[&str]) -> anyhow::Result<Self> {
+        let bin = operator_binary()?;
+        let port = free_port()?;
+        let metrics_addr = format!("127.0.0.1:{port}");
+        let child = Command::new(&bin)
+            .arg("--metrics-addr")
+            .arg(&metrics_addr)
+            .args(extra_args)
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdin(Stdio::null())
+            .spawn()
+            .map_err(|e| anyhow::anyhow!("cannot start {}: {e}", bin.display()))?;
+        Ok(Self {
+            child,
+            metrics_addr,
+        })
+    }
+
+    /// Stops the operator and waits for it to exit.
+    pub fn stop(mut self) {
+        self.kill();
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for OperatorProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn operator_binary() -> anyhow::Result<PathBuf> {
+    if let Some(bin) = std::env::var_os("BUD_OPERATOR_BIN") {
+        return Ok(PathBuf::from(bin));
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    let bin = target.join("debug/bud-operator");
+    anyhow::ensure!(
+        bin.exists(),
+        "{} not found: build it with `cargo build -p bud-operator` or set BUD_OPERATOR_BIN",
+        bin.display()
+    );
+    Ok(bin)
+}
+
+/// A TCP port free on 127.0.0.1 at the time of the call.
+pub fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
