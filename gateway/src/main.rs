@@ -14,6 +14,7 @@ use bud_gateway::metrics::{Metrics, ReloadLabels};
 use bud_gateway::providers::{HttpClients, Timeouts};
 use bud_gateway::routing::balancer::HealthConfig;
 use bud_gateway::routing::file::FileSource;
+use bud_gateway::routing::kubernetes::KubernetesSource;
 use bud_gateway::routing::{Snapshot, SnapshotBuilder};
 use bud_gateway::server::proxy::ForwardConfig;
 use bud_gateway::server::{self, AppState, ServerConfig};
@@ -35,6 +36,12 @@ struct Args {
     /// How often the routes file is checked for changes, in milliseconds.
     #[arg(long, env = "BUD_GATEWAY_ROUTES_POLL_MS", default_value_t = 1000)]
     routes_poll_ms: u64,
+    /// Watch ModelDeployments, ApiKeys and credential Secrets (kubeconfig or in-cluster).
+    #[arg(long, env = "BUD_GATEWAY_KUBERNETES", conflicts_with = "routes_file")]
+    kubernetes: bool,
+    /// Label selector restricting the Secret watch, e.g. `bud.studio/credentials=true`.
+    #[arg(long, env = "BUD_GATEWAY_SECRET_LABEL_SELECTOR")]
+    secret_label_selector: Option<String>,
     /// Shared rate limits across replicas through this Redis (or Valkey) URL.
     #[arg(long, env = "BUD_GATEWAY_REDIS_URL")]
     redis_url: Option<String>,
@@ -215,7 +222,36 @@ async fn main() -> anyhow::Result<()> {
         probe_client,
     ));
 
+    let mut kubernetes_task = None;
     match &args.routes_file {
+        None if args.kubernetes => {
+            let client = kube::Client::try_default()
+                .await
+                .context("connecting to Kubernetes")?;
+            let source = KubernetesSource {
+                client,
+                builder: builder.clone(),
+                snapshot: snapshot.clone(),
+                secret_label_selector: args.secret_label_selector.clone(),
+            };
+            let ready_state = state.clone();
+            let reloads = metrics.reloads.clone();
+            kubernetes_task = Some(tokio::spawn(async move {
+                source
+                    .run(
+                        move || ready_state.set_ready(true),
+                        move |ok| {
+                            reloads
+                                .get_or_create(&ReloadLabels {
+                                    source: "kubernetes",
+                                    result: if ok { "ok" } else { "error" },
+                                })
+                                .inc();
+                        },
+                    )
+                    .await
+            }));
+        }
         Some(path) => {
             let source = FileSource {
                 path: path.clone(),
@@ -236,7 +272,9 @@ async fn main() -> anyhow::Result<()> {
             }));
         }
         None => {
-            tracing::warn!("no routes source configured (--routes-file): serving no models");
+            tracing::warn!(
+                "no routes source configured (--routes-file or --kubernetes): serving no models"
+            );
             state.set_ready(true);
         }
     }
@@ -248,6 +286,15 @@ async fn main() -> anyhow::Result<()> {
     // Tests and scripts read this line to learn the port.
     println!("listening on {local}");
     tracing::info!(address = %local, "gateway listening");
-    server::serve(listener, state, shutdown_signal()).await?;
+    let serve = server::serve(listener, state, shutdown_signal());
+    match kubernetes_task {
+        None => serve.await?,
+        Some(task) => tokio::select! {
+            served = serve => served?,
+            watched = task => {
+                watched.context("Kubernetes source panicked")??;
+            }
+        },
+    }
     Ok(())
 }

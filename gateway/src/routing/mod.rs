@@ -3,6 +3,7 @@
 
 pub mod balancer;
 pub mod file;
+pub mod kubernetes;
 pub mod snapshot;
 pub mod spec;
 
