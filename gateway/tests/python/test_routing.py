@@ -183,3 +183,14 @@ def test_concurrent_streams_all_complete(start_gateway, mock_factory):
     with ThreadPoolExecutor(16) as pool:
         results = list(pool.map(one, range(64)))
     assert all(re.fullmatch(r"Hello from [ab]", r) for r in results)
+
+
+def test_client_disconnect_cancels_a_unary_request(start_gateway, mock_factory):
+    slow = mock_factory(name="slow")
+    slow.behaviour = ("delay", 3)
+    gw = start_gateway(routes(engine("d", "m", [slow])))
+    client = gw.openai(SECRET).with_options(timeout=0.3)
+    with pytest.raises(openai.APITimeoutError):
+        client.chat.completions.create(model="m", messages=MSG)
+    # recorded as a client disconnect well before the upstream would have answered
+    wait_until(lambda: 'status="499"' in gw.metrics(), timeout=2, message="499 recorded on disconnect")
