@@ -16,6 +16,8 @@ name="${1:-bud}"
 root="${BUD_CLUSTER_ROOT:-$repo/.work/clusters}"
 state="$root/$name"
 bin="$("$here/build-binaries.sh")"
+# The kubectl built with the control plane matches its version.
+export PATH="$bin:$PATH"
 
 if [ -f "$state/pids" ] && "$here/down.sh" --check "$name" >/dev/null 2>&1; then
   echo "cluster $name already running" >&2

@@ -195,10 +195,23 @@ impl OperatorProcess {
     /// Starts `bud-operator` (from `BUD_OPERATOR_BIN`, else the Cargo target directory)
     /// against `KUBECONFIG`, with `extra_args`.
     pub fn start(extra_args: &[&str]) -> anyhow::Result<Self> {
+        Self::start_with_kubeconfig(extra_args, None)
+    }
+
+    /// Like [`OperatorProcess::start`], against another kubeconfig file when given (for
+    /// example one holding a ServiceAccount's token, to run with that account's RBAC).
+    pub fn start_with_kubeconfig(
+        extra_args: &[&str],
+        kubeconfig: Option<&Path>,
+    ) -> anyhow::Result<Self> {
         let bin = operator_binary()?;
         let port = free_port()?;
         let metrics_addr = format!("127.0.0.1:{port}");
-        let child = Command::new(&bin)
+        let mut command = Command::new(&bin);
+        if let Some(kubeconfig) = kubeconfig {
+            command.env("KUBECONFIG", kubeconfig);
+        }
+        let child = command
             .arg("--metrics-addr")
             .arg(&metrics_addr)
             .args(extra_args)
@@ -253,4 +266,24 @@ pub fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())
+}
+
+/// Runs a command from PATH (kubectl, helm) and returns its standard output, or an error
+/// carrying its standard error.
+pub fn run_tool(program: &str, args: &[&str]) -> anyhow::Result<String> {
+    let output = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| {
+            anyhow::anyhow!("cannot run {program} (is it on PATH? `make setup` builds it): {e}")
+        })?;
+    if !output.status.success() {
+        anyhow::bail!(
+            "{program} {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8(output.stdout)?)
 }
