@@ -16,5 +16,6 @@ pub mod metrics;
 pub mod providers;
 pub mod routing;
 pub mod server;
+pub mod telemetry;
 pub mod translate;
 pub mod usage;

@@ -116,22 +116,13 @@ struct Args {
     /// Speak HTTP/2 without TLS (h2c) to engines.
     #[arg(long, env = "BUD_GATEWAY_UPSTREAM_H2C")]
     upstream_h2c: bool,
+    /// OTLP/HTTP collector base URL (e.g. http://127.0.0.1:4318): one span per request with
+    /// the GenAI semantic-convention attributes.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    otlp_endpoint: Option<String>,
     /// Log as JSON lines.
     #[arg(long, env = "BUD_GATEWAY_LOG_JSON")]
     log_json: bool,
-}
-
-fn init_tracing(json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if json {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
 }
 
 async fn shutdown_signal() {
@@ -153,11 +144,21 @@ async fn shutdown_signal() {
     tracing::info!("shutting down");
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    init_tracing(args.log_json);
+    // Before the runtime: the OTLP exporter's blocking client must not live inside it.
+    let telemetry = bud_gateway::telemetry::init(args.log_json, args.otlp_endpoint.as_deref())?;
+    let tracing = telemetry.tracing_enabled();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let result = runtime.block_on(run(args, tracing));
+    drop(runtime);
+    drop(telemetry);
+    result
+}
 
+async fn run(args: Args, tracing: bool) -> anyhow::Result<()> {
     let clients = HttpClients::new(
         Duration::from_millis(args.connect_timeout_ms),
         args.upstream_h2c,
@@ -212,6 +213,7 @@ async fn main() -> anyhow::Result<()> {
         },
         retry_budget_ratio: args.retry_budget_ratio,
         retry_budget_min: args.retry_budget_min,
+        tracing,
     };
     let state = Arc::new(AppState::new(
         config,

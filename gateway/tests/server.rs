@@ -160,6 +160,7 @@ credentials:
         },
         retry_budget_ratio: 0.2,
         retry_budget_min: 10,
+        tracing: false,
     };
     let state = Arc::new(AppState::new(
         config,

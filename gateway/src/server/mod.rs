@@ -33,6 +33,8 @@ pub struct ServerConfig {
     pub forward: ForwardConfig,
     pub retry_budget_ratio: f64,
     pub retry_budget_min: u64,
+    /// Create a span per request (an OTLP endpoint is configured).
+    pub tracing: bool,
 }
 
 /// Shared by every request.
@@ -48,6 +50,7 @@ pub struct AppState {
     pub max_body_bytes: usize,
     pub default_reserve_tokens: u64,
     pub probe_client: reqwest::Client,
+    pub tracing_enabled: bool,
 }
 
 impl AppState {
@@ -78,6 +81,7 @@ impl AppState {
             max_body_bytes: config.max_body_bytes,
             default_reserve_tokens: config.default_reserve_tokens,
             probe_client,
+            tracing_enabled: config.tracing,
         }
     }
 

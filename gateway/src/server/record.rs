@@ -43,11 +43,48 @@ pub struct RequestRecord {
     /// A disarmed record (a placeholder left behind when the real one moved into a stream)
     /// emits nothing.
     pub armed: bool,
+    /// The OpenTelemetry span (disabled unless an OTLP endpoint is configured).
+    pub span: tracing::Span,
+}
+
+/// The GenAI semantic-convention operation name of a gateway endpoint.
+fn gen_ai_operation(endpoint: &str) -> &'static str {
+    match endpoint {
+        "completions" => "text_completion",
+        "embeddings" => "embeddings",
+        _ => "chat",
+    }
 }
 
 impl RequestRecord {
     pub fn new(state: Arc<AppState>, endpoint: &'static str, request_id: String) -> Self {
+        let span = if state.tracing_enabled {
+            tracing::info_span!(
+                target: "bud_gateway::request",
+                "gen_ai",
+                otel.name = tracing::field::Empty,
+                otel.kind = "server",
+                otel.status_code = tracing::field::Empty,
+                gen_ai.operation.name = gen_ai_operation(endpoint),
+                gen_ai.provider.name = tracing::field::Empty,
+                gen_ai.request.model = tracing::field::Empty,
+                gen_ai.response.model = tracing::field::Empty,
+                gen_ai.usage.input_tokens = tracing::field::Empty,
+                gen_ai.usage.output_tokens = tracing::field::Empty,
+                http.response.status_code = tracing::field::Empty,
+                error.type = tracing::field::Empty,
+                server.address = tracing::field::Empty,
+                bud.request_id = %request_id,
+                bud.namespace = tracing::field::Empty,
+                bud.deployment = tracing::field::Empty,
+                bud.streamed = tracing::field::Empty,
+                bud.ttft_ms = tracing::field::Empty,
+            )
+        } else {
+            tracing::Span::none()
+        };
         Self {
+            span,
             state,
             endpoint,
             request_id,
@@ -99,6 +136,37 @@ impl RequestRecord {
     }
 }
 
+impl RequestRecord {
+    fn record_span(&self, status: u16) {
+        let span = &self.span;
+        span.record(
+            "otel.name",
+            format!("{} {}", gen_ai_operation(self.endpoint), self.served_model),
+        );
+        span.record("gen_ai.request.model", self.served_model.as_str());
+        span.record("http.response.status_code", status);
+        span.record("bud.namespace", self.namespace.as_str());
+        span.record("bud.streamed", self.streamed);
+        if !self.provider.is_empty() {
+            span.record("gen_ai.provider.name", self.provider.as_str());
+            span.record("gen_ai.response.model", self.served_model.as_str());
+            span.record("bud.deployment", self.deployment.as_str());
+            span.record("server.address", self.upstream.as_str());
+        }
+        if self.input_tokens > 0 || self.output_tokens > 0 {
+            span.record("gen_ai.usage.input_tokens", self.input_tokens);
+            span.record("gen_ai.usage.output_tokens", self.output_tokens);
+        }
+        if let Some(ttft) = self.ttft {
+            span.record("bud.ttft_ms", ttft.as_secs_f64() * 1000.0);
+        }
+        if let Some(error) = &self.error_type {
+            span.record("error.type", error.as_str());
+            span.record("otel.status_code", "ERROR");
+        }
+    }
+}
+
 impl Drop for RequestRecord {
     fn drop(&mut self) {
         if !self.armed {
@@ -113,6 +181,9 @@ impl Drop for RequestRecord {
                 CLIENT_CLOSED
             }
         };
+        if !self.span.is_disabled() {
+            self.record_span(status);
+        }
         let metrics = &self.state.metrics;
         let model = if self.served_model.is_empty() {
             "-".to_string()
