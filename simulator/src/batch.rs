@@ -15,6 +15,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
+/// Above this `tp_size` a row is read as a wide expert-parallel deployment.
+const WIDE_TP: u32 = 8;
+
 /// One scenario row, as read from the CSV (all columns kept as text).
 #[derive(Debug, Clone, Default)]
 pub struct ScenarioRow {
@@ -44,6 +47,16 @@ impl ScenarioRow {
             Some(x) if x >= 1.0 && x.fract() == 0.0 && x < 1e7 => Ok(x as u32),
             Some(x) => Err(Error::invalid(k, format!("{x} must be a positive integer"))),
         }
+    }
+
+    /// A wide expert-parallel row on an NVL72 rack: `tp_size` above 8 on GB200/GB300
+    /// records the world size, with attention data parallel (nobody shards attention 72 ways).
+    fn is_wide(&self) -> bool {
+        self.get("system").starts_with("gb")
+            && self
+                .get("tp_size")
+                .parse::<u32>()
+                .is_ok_and(|t| t > WIDE_TP)
     }
 
     /// The row id.
@@ -94,9 +107,16 @@ impl ScenarioRow {
             return Err(Error::invalid("system", "empty"));
         }
         let col = |k: &str| format!("{prefix}{k}");
-        let tp = self.count(&col("tp_size"), 1)?;
+        let mut tp = self.count(&col("tp_size"), 1)?;
         let pp = self.count(&col("pp_size"), 1)?;
-        let dp = self.count(&col("attention_dp_size"), 1)?;
+        let mut dp = self.count(&col("attention_dp_size"), 1)?;
+        if self.is_wide() && dp == 1 {
+            // Wide expert-parallel deployments (tp_size 12..72 on NVL72 racks, 64 on B200
+            // clusters) record the world size as tp_size; attention runs data parallel there
+            // (nobody shards attention 72 ways), so model it as TP1 × DP(world).
+            dp = tp;
+            tp = 1;
+        }
         let moe_tp = self.num(&col("moe_tp_size"))?.map(|x| x.max(1.0) as u32);
         let moe_ep = self.num(&col("moe_ep_size"))?.map(|x| x.max(1.0) as u32);
         let base = self.precision("precision")?;
@@ -142,7 +162,12 @@ impl ScenarioRow {
                 }
             })?,
             // With attention data parallelism the measured batch is per DP rank.
-            concurrency: self.count("batch_size", 1)? * self.count("attention_dp_size", 1)?,
+            concurrency: self.count("batch_size", 1)?
+                * if self.is_wide() {
+                    1
+                } else {
+                    self.count("attention_dp_size", 1)?
+                },
         })
     }
 }

@@ -156,7 +156,7 @@ pub fn load_samples(data_dir: &Path) -> Result<Vec<Sample>> {
         let Ok(workload) = row.workload() else {
             continue;
         };
-        let key = params_key(cfg.engine, acc.kind);
+        let key = params_key(cfg.engine, acc.kind, model.is_moe());
         out.push(Sample {
             id: row.id().to_string(),
             train: !is_held_back(row.id(), &cfg.model),
@@ -202,7 +202,10 @@ fn loss(samples: &[&Sample], params: &FittedParams) -> f64 {
             Some((ttft, tpot))
                 if ttft.is_finite() && tpot.is_finite() && ttft > 0.0 && tpot > 0.0 =>
             {
-                sum += (tpot / s.tpot_ms).ln().abs() * 1.5 + (ttft / s.ttft_ms).ln().abs();
+                // The reported metric is MAPE, which punishes over-prediction without bound;
+                // a little log error keeps the descent stable on noisy rows.
+                let ape = |p: f64, m: f64| (p - m).abs() / m + 0.25 * (p / m).ln().abs();
+                sum += ape(tpot, s.tpot_ms) * 1.5 + ape(ttft, s.ttft_ms);
             }
             _ => sum += 5.0,
         }
@@ -411,6 +414,17 @@ pub fn evaluate(samples: &[Sample], params: &FittedParams) -> AccuracyReport {
             ("model", s.cfg.model.clone()),
             ("tp", s.cfg.tp.to_string()),
             ("device", acc_kind.to_string()),
+            (
+                "split",
+                if HELD_BACK_MODELS
+                    .iter()
+                    .any(|m| m.eq_ignore_ascii_case(&s.cfg.model))
+                {
+                    "whole held-back model".to_string()
+                } else {
+                    format!("random {HELD_BACK_PERCENT}% of the other rows")
+                },
+            ),
         ] {
             groups.entry((dim.to_string(), val)).or_default().push(t);
         }
@@ -464,5 +478,58 @@ impl AccuracyReport {
             );
         }
         s
+    }
+}
+
+/// Fit the learned correction on the training rows' residuals of the analytic `params`:
+/// first TPOT, then TTFT on top of the TPOT-corrected model (TTFT's queueing depends on TPOT).
+pub fn fit_correction(samples: &[Sample], params: &FittedParams) -> crate::params::Correction {
+    let hw = HardwareCatalog::builtin();
+    let cfg = crate::gbdt::GbdtConfig::default();
+    let train: Vec<&Sample> = samples.iter().filter(|s| s.train && !s.disagg).collect();
+    let residuals = |params: &FittedParams, ttft: bool| {
+        let mut x = Vec::new();
+        let mut y = Vec::new();
+        for s in &train {
+            let Ok(acc) = hw.get(&s.cfg.accelerator) else {
+                continue;
+            };
+            let Ok(r) = Resolved::new(&s.cfg, &s.model, acc, params) else {
+                continue;
+            };
+            let Ok((_, f)) = r.predict_analytic(&s.workload) else {
+                continue;
+            };
+            let Ok(p) = r.predict(&s.workload) else {
+                continue;
+            };
+            if !(p.tpot_ms > 0.0 && p.ttft_ms > 0.0) {
+                continue;
+            }
+            x.push(f);
+            let ratio = if ttft {
+                s.ttft_ms / p.ttft_ms
+            } else {
+                s.tpot_ms / p.tpot_ms
+            };
+            y.push(ratio.ln().clamp(-2.0, 2.0));
+        }
+        (x, y)
+    };
+    let features: Vec<String> = Resolved::FEATURES.iter().map(|s| s.to_string()).collect();
+    let (x, y) = residuals(params, false);
+    let tpot = crate::gbdt::Gbdt::fit(&x, &y, cfg);
+    let mut staged = params.clone();
+    staged.correction = Some(crate::params::Correction {
+        features: features.clone(),
+        tpot: Some(tpot.clone()),
+        ttft: None,
+    });
+    let (x, y) = residuals(&staged, true);
+    let ttft = crate::gbdt::Gbdt::fit(&x, &y, cfg);
+    crate::params::Correction {
+        features,
+        tpot: Some(tpot),
+        ttft: Some(ttft),
     }
 }

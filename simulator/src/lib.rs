@@ -13,6 +13,7 @@
 pub mod batch;
 pub mod calibrate;
 pub mod error;
+pub mod gbdt;
 pub mod hardware;
 pub mod model;
 pub mod params;

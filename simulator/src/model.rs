@@ -97,8 +97,11 @@ pub struct ModelSpec {
     pub kv_elems_per_token_layer: f64,
     /// Fixed recurrent state per sequence (linear layers), in elements.
     pub state_elems_per_seq: f64,
-    /// Attention FLOPs per query token per cached token, summed over layers (QK and PV).
+    /// Attention FLOPs per query token per cached token, summed over layers (QK and PV),
+    /// as decode computes them (MLA absorbed into the latent).
     pub attn_flops_per_ctx_token: f64,
+    /// The same for prefill (MLA decompressed to per-head keys and values).
+    pub prefill_attn_flops_per_ctx_token: f64,
 }
 
 fn u(v: &Value, k: &str) -> Option<u32> {
@@ -175,39 +178,42 @@ impl ModelSpec {
 
         // Attention.
         let kv_lora = u(c, "kv_lora_rank");
-        let (attention, attn_per_layer, kv_elems, attn_flops_layer) = if let Some(kv_lora) = kv_lora
-        {
-            let rope = u(c, "qk_rope_head_dim").unwrap_or(64) as f64;
-            let nope = u(c, "qk_nope_head_dim").unwrap_or(128) as f64;
-            let v_dim = u(c, "v_head_dim").unwrap_or(128) as f64;
-            let nh = heads as f64;
-            let q = match u(c, "q_lora_rank") {
-                Some(r) if r > 0 => hf * r as f64 + r as f64 * nh * (nope + rope),
-                _ => hf * nh * (nope + rope),
+        let (attention, attn_per_layer, kv_elems, attn_flops_layer, prefill_flops_layer) =
+            if let Some(kv_lora) = kv_lora {
+                let rope = u(c, "qk_rope_head_dim").unwrap_or(64) as f64;
+                let nope = u(c, "qk_nope_head_dim").unwrap_or(128) as f64;
+                let v_dim = u(c, "v_head_dim").unwrap_or(128) as f64;
+                let nh = heads as f64;
+                let q = match u(c, "q_lora_rank") {
+                    Some(r) if r > 0 => hf * r as f64 + r as f64 * nh * (nope + rope),
+                    _ => hf * nh * (nope + rope),
+                };
+                let kv = hf * (kv_lora as f64 + rope) + kv_lora as f64 * nh * (nope + v_dim);
+                let o = nh * v_dim * hf;
+                // Absorbed decode attention: scores over latent+rope, values over the latent.
+                let flops = 2.0 * nh * (2.0 * kv_lora as f64 + rope);
+                (
+                    AttentionKind::Mla {
+                        kv_lora_rank: kv_lora,
+                        qk_rope_head_dim: rope as u32,
+                    },
+                    q + kv + o,
+                    kv_lora as f64 + rope,
+                    flops,
+                    // Prefill decompresses the latent: per-head QK over nope+rope, PV over v.
+                    2.0 * nh * (nope + rope + v_dim),
+                )
+            } else {
+                let hd = head_dim as f64;
+                let p = hf * heads as f64 * hd * 2.0 + 2.0 * hf * kv_heads as f64 * hd;
+                (
+                    AttentionKind::Gqa { kv_heads, head_dim },
+                    p,
+                    2.0 * kv_heads as f64 * hd,
+                    4.0 * heads as f64 * hd,
+                    4.0 * heads as f64 * hd,
+                )
             };
-            let kv = hf * (kv_lora as f64 + rope) + kv_lora as f64 * nh * (nope + v_dim);
-            let o = nh * v_dim * hf;
-            // Absorbed decode attention: scores over latent+rope, values over the latent.
-            let flops = 2.0 * nh * (2.0 * kv_lora as f64 + rope);
-            (
-                AttentionKind::Mla {
-                    kv_lora_rank: kv_lora,
-                    qk_rope_head_dim: rope as u32,
-                },
-                q + kv + o,
-                kv_lora as f64 + rope,
-                flops,
-            )
-        } else {
-            let hd = head_dim as f64;
-            let p = hf * heads as f64 * hd * 2.0 + 2.0 * hf * kv_heads as f64 * hd;
-            (
-                AttentionKind::Gqa { kv_heads, head_dim },
-                p,
-                2.0 * kv_heads as f64 * hd,
-                4.0 * heads as f64 * hd,
-            )
-        };
         // Linear attention layers (Gated DeltaNet style).
         let lk = u(c, "linear_num_key_heads").unwrap_or(kv_heads) as f64
             * u(c, "linear_key_head_dim").unwrap_or(head_dim) as f64;
@@ -314,6 +320,7 @@ impl ModelSpec {
             kv_elems_per_token_layer: kv_elems,
             state_elems_per_seq: state_elems,
             attn_flops_per_ctx_token: attn_flops_layer * attn_layers,
+            prefill_attn_flops_per_ctx_token: prefill_flops_layer * attn_layers,
         })
     }
 

@@ -4,6 +4,7 @@
 //! line is recorded in the file). Parameters are kept per engine (and per engine on CPUs);
 //! a per-accelerator scale absorbs software maturity differences between GPU generations.
 
+use crate::gbdt::Gbdt;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
@@ -30,11 +31,13 @@ pub struct EngineParams {
     pub allreduce_us: f64,
     /// Fixed prefill overhead (tokenisation, scheduling, first step), ms.
     pub prefill_overhead_ms: f64,
-    /// Share of a burst of simultaneous prefills a request waits behind (0..1).
+    /// How long a request waits behind a burst of simultaneous prefills, in units of their
+    /// FLOPs at peak (folds in the batched prefill efficiency and the share of a burst).
     pub burst_factor: f64,
     /// Share of a decode step a new request waits before its prefill starts.
     pub ttft_step_factor: f64,
-    /// How much other requests' prefills stretch the time per output token.
+    /// How much other requests' prefills stretch the time per output token, in units of
+    /// their FLOPs at peak.
     pub mix_factor: f64,
 }
 
@@ -103,9 +106,9 @@ impl EngineParams {
             6 => (0.0, 500.0),
             7 => (0.5, 200.0),
             8 => (0.0, 2000.0),
-            9 => (0.0, 1.5),
+            9 => (0.0, 20.0),
             10 => (0.0, 3.0),
-            _ => (0.0, 3.0),
+            _ => (0.0, 20.0),
         }
     }
 
@@ -154,16 +157,35 @@ pub struct FittedParams {
     pub command: String,
     /// What the fit saw and what it held back.
     pub notes: String,
-    /// Parameters by key: `vllm`, `sglang`, `trtllm`, `llamacpp`, and `vllm-cpu`, `llamacpp-cpu`.
+    /// Parameters by key: `<engine>-dense` and `<engine>-moe` on GPUs (vllm, sglang, trtllm),
+    /// `vllm-cpu` and `llamacpp-cpu` on CPUs.
     pub engines: BTreeMap<String, EngineParams>,
     /// Multiplier on step and prefill times per accelerator id (1.0 when absent).
     pub accelerator_scale: BTreeMap<String, f64>,
+    /// Learned correction of the analytic model's log error (absent: analytic only).
+    #[serde(default)]
+    pub correction: Option<Correction>,
+}
+
+/// Gradient-boosted trees predicting ln(measured / analytic) for TPOT and TTFT from the
+/// features of [`crate::perf::Resolved::features`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Correction {
+    /// Feature names, in order.
+    pub features: Vec<String>,
+    /// Correction of TPOT (absent when it did not beat the analytic model on held-back rows).
+    #[serde(default)]
+    pub tpot: Option<Gbdt>,
+    /// Correction of TTFT (absent when it did not beat the analytic model on held-back rows).
+    #[serde(default)]
+    pub ttft: Option<Gbdt>,
 }
 
 impl Default for FittedParams {
     fn default() -> Self {
         let mut engines = BTreeMap::new();
-        for e in ["vllm", "sglang", "trtllm", "llamacpp"] {
+        for e in ["vllm", "sglang", "trtllm"] {
             engines.insert(e.to_string(), EngineParams::default_gpu());
         }
         engines.insert("vllm-cpu".into(), EngineParams::default_cpu());
@@ -173,6 +195,7 @@ impl Default for FittedParams {
             notes: String::new(),
             engines,
             accelerator_scale: BTreeMap::new(),
+            correction: None,
         }
     }
 }
@@ -188,19 +211,24 @@ impl FittedParams {
 
     /// Parameters for an engine key, falling back to defaults.
     pub fn engine(&self, key: &str) -> EngineParams {
-        self.engines.get(key).copied().unwrap_or_else(|| {
-            if key.ends_with("-cpu") {
-                self.engines
-                    .get("vllm-cpu")
-                    .copied()
-                    .unwrap_or_else(EngineParams::default_cpu)
-            } else {
-                self.engines
-                    .get("vllm")
-                    .copied()
-                    .unwrap_or_else(EngineParams::default_gpu)
-            }
-        })
+        let family = key.rsplit_once('-').map(|(e, _)| e).unwrap_or(key);
+        self.engines
+            .get(key)
+            .or_else(|| self.engines.get(family))
+            .copied()
+            .unwrap_or_else(|| {
+                if key.ends_with("-cpu") {
+                    self.engines
+                        .get("vllm-cpu")
+                        .copied()
+                        .unwrap_or_else(EngineParams::default_cpu)
+                } else {
+                    self.engines
+                        .get("vllm")
+                        .copied()
+                        .unwrap_or_else(EngineParams::default_gpu)
+                }
+            })
     }
 
     /// Scale for an accelerator id.

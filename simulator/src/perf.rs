@@ -11,7 +11,7 @@
 use crate::error::{Error, Result};
 use crate::hardware::{Accelerator, DeviceKind, accelerator};
 use crate::model::{AttentionKind, ModelSpec, model};
-use crate::params::{EngineParams, FittedParams};
+use crate::params::{Correction, EngineParams, FittedParams};
 use crate::precision::{Engine, Precision};
 use serde::{Deserialize, Serialize};
 
@@ -179,6 +179,8 @@ pub struct Resolved<'a> {
     pub p: EngineParams,
     /// Accelerator scale.
     pub scale: f64,
+    correction: Option<&'a Correction>,
+    engine: Engine,
     tp: f64,
     pp: f64,
     dp: f64,
@@ -193,11 +195,17 @@ pub struct Resolved<'a> {
     link_bw: f64,
 }
 
+/// Whether dense and MoE models get separate parameter sets (they did not generalise
+/// better to held-back models, so one set per engine is used).
+const SPLIT_DENSE_MOE: bool = false;
+
 /// Key of the parameter set used for an engine on a device kind.
-pub fn params_key(engine: Engine, kind: DeviceKind) -> String {
-    match kind {
-        DeviceKind::Cpu => format!("{engine}-cpu"),
-        DeviceKind::Gpu => engine.to_string(),
+pub fn params_key(engine: Engine, kind: DeviceKind, moe: bool) -> String {
+    match (kind, moe) {
+        (DeviceKind::Cpu, _) => format!("{engine}-cpu"),
+        (DeviceKind::Gpu, _) if !SPLIT_DENSE_MOE => engine.to_string(),
+        (DeviceKind::Gpu, true) => format!("{engine}-moe"),
+        (DeviceKind::Gpu, false) => format!("{engine}-dense"),
     }
 }
 
@@ -227,7 +235,7 @@ impl<'a> Resolved<'a> {
         cfg: &ServingConfig,
         model: &'a ModelSpec,
         acc: &'a Accelerator,
-        params: &FittedParams,
+        params: &'a FittedParams,
     ) -> Result<Self> {
         check_engine(cfg.engine, acc)?;
         for (name, v) in [
@@ -302,8 +310,10 @@ impl<'a> Resolved<'a> {
         Ok(Resolved {
             model,
             acc,
-            p: params.engine(&params_key(cfg.engine, acc.kind)),
+            p: params.engine(&params_key(cfg.engine, acc.kind, model.is_moe())),
             scale: params.scale(&acc.id),
+            correction: params.correction.as_ref(),
+            engine: cfg.engine,
             tp: cfg.tp as f64,
             pp: cfg.pp as f64,
             dp: cfg.attention_dp as f64,
@@ -499,7 +509,8 @@ impl<'a> Resolved<'a> {
     }
 
     /// Prefill of `tokens` prompt tokens of one request on one attention rank, seconds.
-    /// Without the fixed overhead when `with_overhead` is false.
+    /// With `with_overhead` false: only its FLOPs at peak, the marginal work it adds to a
+    /// batch of prefills (scaled by the fitted burst and mix factors).
     pub fn prefill(&self, tokens: f64, with_overhead: bool) -> f64 {
         let m = self.model;
         let p = &self.p;
@@ -525,25 +536,87 @@ impl<'a> Resolved<'a> {
         let attn_layers = (m.full_attention_layers + m.sliding_layers).max(1) as f64;
         let attn_ctx = m.full_attention_layers as f64 * full_ctx
             + m.sliding_layers as f64 * full_ctx.min(m.sliding_window as f64);
-        flops += tokens * m.attn_flops_per_ctx_token / attn_layers * attn_ctx / self.tp;
+        flops += tokens * m.prefill_attn_flops_per_ctx_token / attn_layers * attn_ctx / self.tp;
         let compute = if self.dense_prec == Precision::Int4 {
             Precision::Bf16
         } else {
             self.dense_prec
         };
+        if !with_overhead {
+            // The work another request's prefill adds to a batch: its FLOPs at peak (the
+            // burst and mix factors carry the batched efficiency); weights are already streamed.
+            return flops / self.acc.flops_for(compute) * self.scale;
+        }
         let t_comp = flops / (self.acc.flops_for(compute) * p.prefill_compute_eff);
         let t_mem = bytes / (self.acc.memory_bandwidth * p.mem_eff);
         let layers = m.num_layers as f64;
         let t_comm = self.comm_time(self.tp, tokens * m.hidden_size as f64 * 2.0, 2.0 * layers);
-        let mut t = t_comp.max(t_mem) + t_comm + p.layer_overhead_us * 1e-6 * layers;
-        if with_overhead {
-            t += p.prefill_overhead_ms * 1e-3;
-        }
+        let t = t_comp.max(t_mem)
+            + t_comm
+            + p.layer_overhead_us * 1e-6 * layers
+            + p.prefill_overhead_ms * 1e-3;
         t * self.scale
     }
 
-    /// Predict the workload on this resolved configuration.
+    /// Names of the correction features, in the order of [`Resolved::features`].
+    pub const FEATURES: [&'static str; 18] = [
+        "engineVllm",
+        "engineSglang",
+        "engineTrtllm",
+        "cpu",
+        "moe",
+        "mla",
+        "log2BatchPerRank",
+        "log2Isl",
+        "log2Osl",
+        "log2Tp",
+        "log2AttentionDp",
+        "log2MoeEp",
+        "weightBytes",
+        "log10ActiveParams",
+        "log10TotalParams",
+        "memoryBandwidthTBs",
+        "log10DecodeStepMs",
+        "prefillShareOfTpot",
+    ];
+
+    /// Features of the learned correction for a workload (see [`Resolved::FEATURES`]).
+    pub fn features(&self, w: &Workload, running: f64, t_dec: f64, tpot: f64) -> Vec<f64> {
+        let m = self.model;
+        vec![
+            (self.engine == Engine::Vllm) as u8 as f64,
+            (self.engine == Engine::Sglang) as u8 as f64,
+            (self.engine == Engine::Trtllm) as u8 as f64,
+            (self.acc.kind == DeviceKind::Cpu) as u8 as f64,
+            m.is_moe() as u8 as f64,
+            matches!(m.attention, AttentionKind::Mla { .. }) as u8 as f64,
+            (running / self.dp).max(1.0).log2(),
+            (w.input_tokens as f64).log2(),
+            (w.output_tokens as f64).log2(),
+            self.tp.log2(),
+            self.dp.log2(),
+            self.moe_ep.log2(),
+            self.expert_prec.weight_bytes(),
+            m.active_params().log10(),
+            m.total_params().log10(),
+            self.acc.memory_bandwidth / 1e12,
+            (t_dec * 1e3).max(1e-3).log10(),
+            1.0 - t_dec / tpot.max(1e-12),
+        ]
+    }
+
+    /// Predict the workload on this resolved configuration (with the learned correction
+    /// when the parameters carry one).
     pub fn predict(&self, w: &Workload) -> Result<Prediction> {
+        self.predict_inner(w, true).map(|(p, _)| p)
+    }
+
+    /// Predict without the learned correction, also returning the correction features.
+    pub fn predict_analytic(&self, w: &Workload) -> Result<(Prediction, Vec<f64>)> {
+        self.predict_inner(w, false)
+    }
+
+    fn predict_inner(&self, w: &Workload, correct: bool) -> Result<(Prediction, Vec<f64>)> {
         if w.input_tokens == 0 || w.output_tokens == 0 || w.concurrency == 0 {
             return Err(Error::invalid(
                 "workload",
@@ -564,10 +637,14 @@ impl<'a> Resolved<'a> {
         let per_rank = (r / self.dp).max(1.0);
         // Other users' prefills interleave with decode steps: each of the `per_rank`
         // sequences on a rank is refreshed once every `osl` steps.
-        let tpot = t_dec + self.p.mix_factor * (per_rank - 1.0).max(0.0) * t_pf_work / osl;
+        let mut tpot = t_dec + self.p.mix_factor * (per_rank - 1.0).max(0.0) * t_pf_work / osl;
         let ttft_run = t_pf_alone
             + self.p.ttft_step_factor * t_dec
             + self.p.burst_factor * (per_rank - 1.0) / 2.0 * t_pf_work;
+        let features = self.features(w, r, t_dec, tpot);
+        if correct && let Some(g) = self.correction.and_then(|c| c.tpot.as_ref()) {
+            tpot *= g.predict(&features).clamp(-1.5, 1.5).exp();
+        }
         let decode_time = (osl - 1.0).max(0.0) * tpot;
         let cycle = ttft_run + decode_time;
         // Requests beyond what the KV cache holds wait for a slot (closed loop, Little's law).
@@ -576,10 +653,13 @@ impl<'a> Resolved<'a> {
         } else {
             0.0
         };
-        let ttft = ttft_run + queue_wait;
+        let mut ttft = ttft_run + queue_wait;
+        if correct && let Some(g) = self.correction.and_then(|c| c.ttft.as_ref()) {
+            ttft *= g.predict(&features).clamp(-1.5, 1.5).exp();
+        }
         let e2e = ttft + decode_time;
         let tokens_per_s = r * osl / cycle;
-        Ok(Prediction {
+        let prediction = Prediction {
             ttft_ms: ttft * 1e3,
             tpot_ms: tpot * 1e3,
             e2e_ms: e2e * 1e3,
@@ -594,7 +674,8 @@ impl<'a> Resolved<'a> {
             bottleneck: bottleneck.to_string(),
             devices: (self.tp * self.pp * self.dp) as u32,
             memory,
-        })
+        };
+        Ok((prediction, features))
     }
 }
 
