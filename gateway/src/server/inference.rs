@@ -262,6 +262,9 @@ async fn run(
             == Some(true);
     if stream && api != Api::Embeddings {
         canonical["stream_options"] = json!({"include_usage": true});
+    } else if let Some(obj) = canonical.as_object_mut() {
+        // OpenAI rejects stream_options on non-streaming requests.
+        obj.remove("stream_options");
     }
 
     // Reserve the completion budget plus a rough input estimate (4 bytes per token).

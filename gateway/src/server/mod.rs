@@ -127,6 +127,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/embeddings", post(inference::embeddings))
         .route("/v1/messages", post(inference::messages))
         .route("/v1/models", get(models))
+        .route("/v1/models/{model}", get(model))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -180,22 +181,42 @@ async fn models(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Respo
     let data: Vec<Value> = snapshot
         .models_for(&key)
         .iter()
-        .map(|m| {
-            json!({
-                "id": m.served_name,
-                "object": "model",
-                "created": 0,
-                "owned_by": m.namespace,
-                "type": "model",
-                "display_name": m.served_name,
-                "created_at": "1970-01-01T00:00:00Z",
-            })
-        })
+        .map(|m| model_object(m))
         .collect();
     let first = data.first().map(|m| m["id"].clone()).unwrap_or(Value::Null);
     let last = data.last().map(|m| m["id"].clone()).unwrap_or(Value::Null);
     axum::Json(json!({"object": "list", "data": data, "has_more": false, "first_id": first, "last_id": last}))
         .into_response()
+}
+
+/// One served name, if the caller's key may use it.
+async fn model(
+    State(state): State<Arc<AppState>>,
+    axum::extract::Path(name): axum::extract::Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let format = format_of(&headers);
+    let snapshot = state.snapshot.load();
+    let key = match crate::keys::authenticate(&headers, &snapshot, chrono::Utc::now()) {
+        Ok(k) => k,
+        Err(e) => return e.into_response(format),
+    };
+    match snapshot.resolve(&key, &name) {
+        Ok(m) => axum::Json(model_object(&m)).into_response(),
+        Err(e) => e.into_response(format),
+    }
+}
+
+fn model_object(m: &crate::routing::ModelRoute) -> Value {
+    json!({
+        "id": m.served_name,
+        "object": "model",
+        "created": 0,
+        "owned_by": m.namespace,
+        "type": "model",
+        "display_name": m.served_name,
+        "created_at": "1970-01-01T00:00:00Z",
+    })
 }
 
 /// Serves until `shutdown` resolves; every accepted socket gets `TCP_NODELAY`.

@@ -125,6 +125,15 @@ def test_completions_and_embeddings(world):
 def test_models_lists_what_the_key_may_use(world):
     assert sorted(m.id for m in world["gw"].openai(SECRET).models.list()) == ["claude", "gpt-4o", "llama", "qwen3-8b"]
     assert [m.id for m in world["gw"].openai(OTHER).models.list()] == ["llama"]
+    assert world["gw"].openai(OTHER).models.retrieve("llama").id == "llama"
+    with pytest.raises(openai.PermissionDeniedError):
+        world["gw"].openai(OTHER).models.retrieve("qwen3-8b")
+
+
+def test_stream_options_dropped_when_not_streaming(world):
+    world["gw"].openai(SECRET).chat.completions.create(model="qwen3-8b", messages=[{"role": "user", "content": "x"}],
+                                                       stream_options={"include_usage": True})
+    assert "stream_options" not in world["vllm"].posts()[-1]["body"]
 
 
 def test_together_gets_bearer_credentials(world):
