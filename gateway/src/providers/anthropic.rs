@@ -62,11 +62,11 @@ impl Provider for AnthropicProvider {
         &self,
         base_url: &str,
         op: Operation,
-        body: Value,
+        body: &Value,
         timeouts: Timeouts,
     ) -> Result<Value, ProviderError> {
         let deadline = Instant::now() + timeouts.total;
-        let (request, translated) = self.prepare(base_url, op, &body)?;
+        let (request, translated) = self.prepare(base_url, op, body)?;
         let response = openai_wire::send(request, &translated, timeouts).await?;
         let message = openai_wire::read_json(response, deadline).await?;
         Ok(translate::anthropic_response_to_openai(
@@ -79,11 +79,11 @@ impl Provider for AnthropicProvider {
         &self,
         base_url: &str,
         op: Operation,
-        body: Value,
+        body: &Value,
         timeouts: Timeouts,
     ) -> Result<ChunkStream, ProviderError> {
         let deadline = Instant::now() + timeouts.total;
-        let (request, translated) = self.prepare(base_url, op, &body)?;
+        let (request, translated) = self.prepare(base_url, op, body)?;
         let response = openai_wire::send(request, &translated, timeouts).await?;
         let events = openai_wire::sse_events(response, deadline);
         Ok(Box::pin(async_stream::stream! {

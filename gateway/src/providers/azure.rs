@@ -69,10 +69,11 @@ impl Provider for AzureOpenAiProvider {
         &self,
         base_url: &str,
         op: Operation,
-        mut body: Value,
+        body: &Value,
         timeouts: Timeouts,
     ) -> Result<Value, ProviderError> {
         let deadline = Instant::now() + timeouts.total;
+        let mut body = body.clone();
         let request = self.request(base_url, op, &mut body);
         let response = openai_wire::send(request, &body, timeouts).await?;
         openai_wire::read_json(response, deadline).await
@@ -82,10 +83,11 @@ impl Provider for AzureOpenAiProvider {
         &self,
         base_url: &str,
         op: Operation,
-        mut body: Value,
+        body: &Value,
         timeouts: Timeouts,
     ) -> Result<ChunkStream, ProviderError> {
         let deadline = Instant::now() + timeouts.total;
+        let mut body = body.clone();
         let request = self.request(base_url, op, &mut body);
         let response = openai_wire::send(request, &body, timeouts).await?;
         Ok(openai_wire::openai_chunks(response, deadline))

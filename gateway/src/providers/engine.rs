@@ -32,7 +32,7 @@ impl Provider for EngineProvider {
         &self,
         base_url: &str,
         op: Operation,
-        body: Value,
+        body: &Value,
         timeouts: Timeouts,
     ) -> Result<Value, ProviderError> {
         self.inner.infer(base_url, op, body, timeouts).await
@@ -42,7 +42,7 @@ impl Provider for EngineProvider {
         &self,
         base_url: &str,
         op: Operation,
-        body: Value,
+        body: &Value,
         timeouts: Timeouts,
     ) -> Result<ChunkStream, ProviderError> {
         self.inner.infer_stream(base_url, op, body, timeouts).await

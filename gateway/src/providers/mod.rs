@@ -128,7 +128,7 @@ pub trait Provider: Send + Sync + std::fmt::Debug {
         &self,
         base_url: &str,
         op: Operation,
-        body: Value,
+        body: &Value,
         timeouts: Timeouts,
     ) -> Result<Value, ProviderError>;
 
@@ -137,7 +137,7 @@ pub trait Provider: Send + Sync + std::fmt::Debug {
         &self,
         base_url: &str,
         op: Operation,
-        body: Value,
+        body: &Value,
         timeouts: Timeouts,
     ) -> Result<ChunkStream, ProviderError>;
 

@@ -43,11 +43,11 @@ impl Provider for OpenAiProvider {
         &self,
         base_url: &str,
         op: Operation,
-        body: Value,
+        body: &Value,
         timeouts: Timeouts,
     ) -> Result<Value, ProviderError> {
         let deadline = Instant::now() + timeouts.total;
-        let response = openai_wire::send(self.request(base_url, op), &body, timeouts).await?;
+        let response = openai_wire::send(self.request(base_url, op), body, timeouts).await?;
         openai_wire::read_json(response, deadline).await
     }
 
@@ -55,11 +55,11 @@ impl Provider for OpenAiProvider {
         &self,
         base_url: &str,
         op: Operation,
-        body: Value,
+        body: &Value,
         timeouts: Timeouts,
     ) -> Result<ChunkStream, ProviderError> {
         let deadline = Instant::now() + timeouts.total;
-        let response = openai_wire::send(self.request(base_url, op), &body, timeouts).await?;
+        let response = openai_wire::send(self.request(base_url, op), body, timeouts).await?;
         Ok(openai_wire::openai_chunks(response, deadline))
     }
 }

@@ -299,7 +299,7 @@ async fn run(
             state,
             &route,
             op,
-            &canonical,
+            &mut canonical,
             &mut upstream_time,
             &mut last_attempt,
         )
@@ -310,7 +310,7 @@ async fn run(
             state,
             &route,
             op,
-            &canonical,
+            &mut canonical,
             &mut upstream_time,
             &mut last_attempt,
         )

@@ -202,7 +202,7 @@ async fn forward(
     state: &AppState,
     route: &ModelRoute,
     op: Operation,
-    body: &Value,
+    body: &mut Value,
     stream: bool,
     upstream_time: &mut Duration,
     last_attempt: &mut Option<Attempt>,
@@ -237,8 +237,8 @@ async fn forward(
                 endpoint: endpoint.clone(),
             });
 
-            let mut upstream_body = body.clone();
-            upstream_body["model"] = Value::String(backend.upstream_model.clone());
+            body["model"] = Value::String(backend.upstream_model.clone());
+            let upstream_body = &*body;
             let in_flight = endpoint.start();
             let started = Instant::now();
             let result = if stream {
@@ -303,7 +303,7 @@ async fn attempt_stream(
     backend: &Backend,
     endpoint: &EndpointState,
     op: Operation,
-    body: Value,
+    body: &Value,
     timeouts: Timeouts,
 ) -> Result<(Value, ChunkStream), ProviderError> {
     let started = Instant::now();
@@ -326,7 +326,7 @@ pub async fn forward_unary(
     state: &AppState,
     route: &ModelRoute,
     op: Operation,
-    body: &Value,
+    body: &mut Value,
     upstream_time: &mut Duration,
     last_attempt: &mut Option<Attempt>,
 ) -> Result<UnaryOutcome, GatewayError> {
@@ -343,7 +343,7 @@ pub async fn forward_stream(
     state: &AppState,
     route: &ModelRoute,
     op: Operation,
-    body: &Value,
+    body: &mut Value,
     upstream_time: &mut Duration,
     last_attempt: &mut Option<Attempt>,
 ) -> Result<StreamOutcome, GatewayError> {
