@@ -472,6 +472,13 @@ fn run(cli: Cli) -> Result<(), String> {
             let started = Instant::now();
             let mut params = fit(&samples, &command, rounds);
             let analytic = evaluate(&samples, &params);
+            if no_correction {
+                let report_now = evaluate(&samples, &params);
+                let text = serde_json::to_string_pretty(&params).map_err(|e| e.to_string())?;
+                std::fs::write(&out, text + "\n").map_err(|e| format!("{}: {e}", out.display()))?;
+                println!("{}", report_now.to_markdown());
+                return Ok(());
+            }
             let correction = fit_correction(&samples, &params);
             // Keep each half of the learned correction only where it beats the analytic model
             // on held-back rows (the rule for a learned correction).

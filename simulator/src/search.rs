@@ -773,14 +773,18 @@ pub fn plan_with(req: &PlanRequest, params: &FittedParams) -> Result<PlanResult>
             .then(a.tp.cmp(&b.tp))
             .then(a.max_batch.cmp(&b.max_batch))
     });
-    feasible.dedup_by(|a, b| {
-        a.accelerator == b.accelerator
-            && a.engine == b.engine
-            && a.tp == b.tp
-            && a.pp == b.pp
-            && a.precision == b.precision
-            && a.replicas == b.replicas
-            && a.max_batch == b.max_batch
+    // Batch limits that do not bind give the same deployment: keep the best of each shape.
+    let mut seen = std::collections::BTreeSet::new();
+    feasible.retain(|r| {
+        seen.insert((
+            r.accelerator.clone(),
+            r.cluster.clone(),
+            r.engine,
+            r.tp,
+            r.pp,
+            r.precision,
+            r.replicas,
+        ))
     });
     // Pareto front over (cost, e2e latency).
     let snapshot: Vec<(f64, f64)> = feasible

@@ -1,0 +1,196 @@
+//! The `bud-sim` command line: every subcommand, and errors that name what was wrong.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn bud_sim(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_bud-sim"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("run bud-sim")
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("bud-sim-cli-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn text(o: &[u8]) -> String {
+    String::from_utf8_lossy(o).into_owned()
+}
+
+#[test]
+fn catalog_lists_hardware_and_models() {
+    let o = bud_sim(&["catalog"]);
+    assert!(o.status.success());
+    let out = text(&o.stdout);
+    assert!(
+        out.contains("h100_sxm")
+            && out.contains("NVIDIA-H100-80GB-HBM3")
+            && out.contains("Qwen/Qwen3-8B")
+    );
+}
+
+#[test]
+fn plan_table_and_json() {
+    let o = bud_sim(&[
+        "plan",
+        "--model",
+        "Qwen/Qwen3-8B",
+        "--input-tokens",
+        "1024",
+        "--output-tokens",
+        "256",
+        "--concurrency",
+        "16",
+        "--tpot-ms",
+        "50",
+        "--pool",
+        "NVIDIA-L4:8",
+        "--pool",
+        "NVIDIA-A10G:8:0.6:edge",
+    ]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let out = text(&o.stdout);
+    assert!(out.contains("rank") && out.contains("evaluated"), "{out}");
+    let o = bud_sim(&[
+        "plan",
+        "--model",
+        "Qwen/Qwen3-8B",
+        "--pool",
+        "l4:8",
+        "--json",
+    ]);
+    assert!(o.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(
+        v["recommendations"]
+            .as_array()
+            .is_some_and(|a| !a.is_empty())
+    );
+}
+
+#[test]
+fn plan_from_yaml_request() {
+    let dir = scratch("plan-yaml");
+    let req = dir.join("req.yaml");
+    std::fs::write(
+        &req,
+        "model: meta-llama/Llama-3.1-8B-Instruct\nworkload: {inputTokens: 512, outputTokens: 128, concurrency: 4}\nslo: {ttftMs: 800}\npools:\n  - {accelerator: NVIDIA-L40S, count: 2, cluster: gpu-a}\n",
+    )
+    .unwrap();
+    let o = bud_sim(&["plan", "--request", req.to_str().unwrap(), "--json"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["recommendations"][0]["cluster"], "gpu-a");
+}
+
+#[test]
+fn bad_input_names_what_was_wrong() {
+    let o = bud_sim(&[
+        "plan",
+        "--model",
+        "Qwen/Qwen3-8B",
+        "--pool",
+        "NVIDIA-Voodoo3:4",
+    ]);
+    assert!(!o.status.success());
+    let err = text(&o.stderr);
+    assert!(
+        err.contains("NVIDIA-Voodoo3") && err.contains("h100_sxm"),
+        "{err}"
+    );
+    let o = bud_sim(&["plan", "--model", "acme/nope", "--pool", "l4:1"]);
+    assert!(!o.status.success());
+    assert!(text(&o.stderr).contains("Qwen/Qwen3-8B"));
+    let o = bud_sim(&["plan", "--model", "Qwen/Qwen3-8B", "--pool", "l4:many"]);
+    assert!(text(&o.stderr).contains("count"));
+    let o = bud_sim(&[
+        "serve",
+        "--model",
+        "Qwen/Qwen3-8B",
+        "--accelerator",
+        "tpu-v9",
+    ]);
+    assert!(!o.status.success());
+    assert!(text(&o.stderr).contains("accepted"));
+}
+
+#[test]
+fn predict_writes_every_row_and_reasons_for_bad_ones() {
+    let dir = scratch("predict");
+    let input = dir.join("scenarios.csv");
+    std::fs::write(
+        &input,
+        "id,backend,backend_version,model_path,system,precision,mode,isl,osl,gemm_quant_mode,moe_quant_mode,batch_size,tp_size,pp_size,attention_dp_size,moe_tp_size,moe_ep_size\n\
+         ok1,vllm,0.11,meta-llama/Llama-3.1-70B,h100_sxm,fp8,agg,1024,1024,fp8,fp8,16,4,1,,4,1\n\
+         ok2,trtllm,,Qwen/Qwen3-8B,h200_sxm,,agg,512,128,,,8,1,1,,,\n\
+         bad_model,vllm,,acme/unknown,h100_sxm,,agg,1024,128,,,8,1,1,,,\n\
+         bad_gpu,vllm,,Qwen/Qwen3-8B,voodoo,,agg,1024,128,,,8,1,1,,,\n\
+         bad_num,vllm,,Qwen/Qwen3-8B,h100_sxm,,agg,lots,128,,,8,1,1,,,\n\
+         no_fit,vllm,,meta-llama/Llama-3.1-70B,l4,bf16,agg,1024,128,,,8,1,1,,,\n",
+    )
+    .unwrap();
+    let output = dir.join("predictions.csv");
+    let o = bud_sim(&[
+        "predict",
+        "--input",
+        input.to_str().unwrap(),
+        "--models-dir",
+        "data/models",
+        "--output",
+        output.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let mut rdr = csv::Reader::from_path(&output).unwrap();
+    let headers = rdr.headers().unwrap().clone();
+    assert_eq!(&headers[0], "id");
+    assert_eq!(&headers[1], "ttft_ms");
+    assert_eq!(&headers[2], "tpot_ms");
+    let rows: Vec<csv::StringRecord> = rdr.records().map(|r| r.unwrap()).collect();
+    assert_eq!(rows.len(), 6);
+    let reason = headers.iter().position(|h| h == "reason").unwrap();
+    for r in &rows {
+        let ok = r[0].starts_with("ok");
+        assert_eq!(!r[1].is_empty(), ok, "{r:?}");
+        assert_eq!(r[reason].is_empty(), ok, "{r:?}");
+    }
+    assert!(rows[2][reason].contains("acme/unknown"));
+    assert!(rows[3][reason].contains("voodoo"));
+    assert!(rows[4][reason].contains("isl"));
+    assert!(rows[5][reason].contains("does not fit"));
+}
+
+#[test]
+fn accuracy_calibrate_and_bench_run() {
+    let o = bud_sim(&["accuracy", "--data", "data"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(text(&o.stdout).contains("held-back agg"));
+    let dir = scratch("calibrate");
+    let out = dir.join("params.json");
+    let o = bud_sim(&[
+        "calibrate",
+        "--data",
+        "data",
+        "--out",
+        out.to_str().unwrap(),
+        "--rounds",
+        "1",
+        "--no-correction",
+    ]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let p: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    assert!(
+        p["command"]
+            .as_str()
+            .unwrap()
+            .starts_with("bud-sim calibrate")
+    );
+    assert!(p["engines"]["vllm"]["memEff"].is_f64());
+    let o = bud_sim(&["bench-plan", "--iterations", "1"]);
+    assert!(o.status.success());
+    assert!(text(&o.stdout).contains("median"));
+}

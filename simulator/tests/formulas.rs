@@ -1,0 +1,264 @@
+//! Hand-computed checks of the formulas: KV bytes per token, weight bytes, memory fit,
+//! catalog lookups and errors.
+
+use bud_simulator::hardware::{DeviceKind, HardwareCatalog};
+use bud_simulator::model::{AttentionKind, ModelCatalog, ModelSpec};
+use bud_simulator::{
+    Engine, Error, Precision, ServingConfig, Workload, accelerator, model, predict,
+};
+
+fn close(a: f64, b: f64, rel: f64) -> bool {
+    (a - b).abs() <= rel * b.abs()
+}
+
+#[test]
+fn kv_bytes_per_token_gqa() {
+    // Llama-3.1-8B: 32 layers × 8 KV heads × 128 dims × (K and V) × 2 bytes.
+    let m = model("meta-llama/Llama-3.1-8B-Instruct").unwrap();
+    assert_eq!(
+        m.kv_bytes_per_token(Precision::Bf16),
+        (32 * 8 * 128 * 2 * 2) as f64
+    );
+    assert_eq!(
+        m.kv_bytes_per_token(Precision::Fp8),
+        (32 * 8 * 128 * 2) as f64
+    );
+    // Qwen3-8B: 36 layers.
+    let q = model("Qwen/Qwen3-8B").unwrap();
+    assert_eq!(
+        q.kv_bytes_per_token(Precision::Bf16),
+        (36 * 8 * 128 * 2 * 2) as f64
+    );
+}
+
+#[test]
+fn kv_bytes_per_token_mla() {
+    // DeepSeek-V3: one 512-dim latent plus a 64-dim RoPE key per layer, 61 layers.
+    let m = model("deepseek-ai/DeepSeek-V3").unwrap();
+    assert!(matches!(
+        m.attention,
+        AttentionKind::Mla {
+            kv_lora_rank: 512,
+            qk_rope_head_dim: 64
+        }
+    ));
+    assert_eq!(
+        m.kv_bytes_per_token(Precision::Bf16),
+        (61 * (512 + 64) * 2) as f64
+    );
+}
+
+#[test]
+fn sliding_window_caps_kv_growth() {
+    // gpt-oss alternates 128-token sliding and full attention layers.
+    let m = model("openai/gpt-oss-120b").unwrap();
+    assert_eq!(m.sliding_window, 128);
+    assert_eq!(m.sliding_layers, 18);
+    let at_4k = m.kv_elems_for_context(4096.0);
+    let at_8k = m.kv_elems_for_context(8192.0);
+    // Only the 18 full layers grow; the sliding ones hold 128 tokens.
+    let per_layer_tok = m.kv_elems_per_token_layer;
+    assert!(close(at_8k - at_4k, 18.0 * per_layer_tok * 4096.0, 1e-9));
+}
+
+#[test]
+fn linear_attention_layers_hold_no_per_token_cache() {
+    let m = model("Qwen/Qwen3.5-397B-A17B").unwrap();
+    assert_eq!(m.linear_layers, 45);
+    assert_eq!(m.full_attention_layers, 15);
+    assert!(m.state_elems_per_seq > 0.0);
+}
+
+#[test]
+fn parameter_counts_match_published_sizes() {
+    for (id, billions) in [
+        ("meta-llama/Llama-3.1-8B-Instruct", 8.03),
+        ("meta-llama/Llama-3.1-70B", 70.6),
+        ("Qwen/Qwen3-8B", 8.19),
+        ("deepseek-ai/DeepSeek-V3", 671.0),
+        ("mistralai/Mixtral-8x7B-v0.1", 46.7),
+        ("Qwen/Qwen3-235B-A22B-FP8", 235.0),
+        ("openai/gpt-oss-120b", 116.8),
+    ] {
+        let m = model(id).unwrap();
+        assert!(
+            close(m.total_params() / 1e9, billions, 0.02),
+            "{id}: {:.2}B",
+            m.total_params() / 1e9
+        );
+    }
+    // MoE with shared experts and dense first layers: DeepSeek-V3 activates about 37B.
+    let ds = model("deepseek-ai/DeepSeek-V3").unwrap();
+    assert!(close(ds.active_params() / 1e9, 37.0, 0.05));
+    assert_eq!(ds.moe.as_ref().unwrap().moe_layers, 58);
+}
+
+#[test]
+fn weight_bytes_by_precision() {
+    let m = model("meta-llama/Llama-3.1-8B-Instruct").unwrap();
+    let bf16 = m.weight_bytes(Precision::Bf16, Precision::Bf16);
+    assert!(close(bf16, 8.03e9 * 2.0, 0.02));
+    // FP8 halves everything but the 16-bit embeddings.
+    let fp8 = m.weight_bytes(Precision::Fp8, Precision::Fp8);
+    assert!(close(fp8, bf16 / 2.0 + m.embedding_params, 1e-9));
+}
+
+#[test]
+fn native_precisions_are_read_from_quantization_config() {
+    assert_eq!(
+        model("Qwen/Qwen3-235B-A22B-FP8").unwrap().native_precision,
+        Precision::Fp8
+    );
+    let oss = model("openai/gpt-oss-120b").unwrap();
+    assert_eq!(oss.native_expert_precision, Precision::Fp4);
+    assert_eq!(oss.native_precision, Precision::Bf16);
+    assert_eq!(
+        model("moonshotai/Kimi-K2.5")
+            .unwrap()
+            .native_expert_precision,
+        Precision::Int4
+    );
+}
+
+#[test]
+fn memory_fit_verdicts() {
+    let w = Workload {
+        input_tokens: 1024,
+        output_tokens: 256,
+        concurrency: 8,
+    };
+    let mut cfg = ServingConfig::new("meta-llama/Llama-3.1-70B", "h100_sxm", Engine::Vllm);
+    cfg.precision = Some(Precision::Bf16);
+    let one = predict(&cfg, &w).unwrap();
+    assert!(!one.memory.fits);
+    assert!(
+        one.memory.verdict.starts_with("does not fit"),
+        "{}",
+        one.memory.verdict
+    );
+    cfg.tp = 4;
+    let four = predict(&cfg, &w).unwrap();
+    assert!(four.memory.fits, "{}", four.memory.verdict);
+    // 141 GB of bf16 weights over four GPUs.
+    assert!(close(four.memory.weights_bytes, 70.6e9 * 2.0 / 4.0, 0.03));
+    assert!(four.max_concurrency >= 8);
+}
+
+#[test]
+fn kv_capacity_limits_concurrency_and_adds_queueing() {
+    let mut cfg = ServingConfig::new("meta-llama/Llama-3.1-70B", "h100_sxm", Engine::Vllm);
+    cfg.tp = 2;
+    cfg.precision = Some(Precision::Fp8);
+    let w = Workload {
+        input_tokens: 8192,
+        output_tokens: 2048,
+        concurrency: 400,
+    };
+    let p = predict(&cfg, &w).unwrap();
+    assert!(p.max_concurrency < 400);
+    assert_eq!(p.running, p.max_concurrency);
+    assert!(p.queue_wait_ms > 0.0);
+    assert!(p.memory.verdict.contains("queue"), "{}", p.memory.verdict);
+}
+
+#[test]
+fn accelerator_lookup_accepts_node_labels() {
+    for (label, id) in [
+        ("NVIDIA-H100-80GB-HBM3", "h100_sxm"),
+        ("NVIDIA-A100-SXM4-80GB", "a100_sxm"),
+        ("NVIDIA-L4", "l4"),
+        ("NVIDIA-L40S", "l40s"),
+        ("NVIDIA-A10G", "a10g"),
+        ("NVIDIA-H200", "h200_sxm"),
+        ("NVIDIA-B200", "b200_sxm"),
+        ("h100_sxm", "h100_sxm"),
+        ("nvidia.com/gpu.product=NVIDIA-L4", "l4"),
+    ] {
+        assert_eq!(accelerator(label).unwrap().id, id, "{label}");
+    }
+    let cpu = accelerator("xeon_granite_rapids").unwrap();
+    assert_eq!(cpu.kind, DeviceKind::Cpu);
+    let all = HardwareCatalog::builtin().all();
+    for id in [
+        "mi300x",
+        "gaudi2",
+        "gaudi3",
+        "a100_40gb",
+        "h100_pcie",
+        "epyc_genoa",
+        "xeon_sapphire_rapids",
+        "gb200",
+    ] {
+        assert!(all.iter().any(|a| a.id == id), "{id} missing");
+    }
+}
+
+#[test]
+fn unknown_names_list_accepted_values() {
+    let e = accelerator("NVIDIA-GTX-1080").unwrap_err();
+    let msg = e.to_string();
+    assert!(matches!(e, Error::UnknownAccelerator { .. }));
+    assert!(
+        msg.contains("h100_sxm") && msg.contains("NVIDIA-GTX-1080"),
+        "{msg}"
+    );
+    let e = model("acme/does-not-exist").unwrap_err();
+    assert!(e.to_string().contains("Qwen/Qwen3-8B"));
+    let e = "tensorflow".parse::<Engine>().unwrap_err();
+    assert!(e.to_string().contains("vllm"));
+    let e = "fp3".parse::<Precision>().unwrap_err();
+    assert!(e.to_string().contains("fp8"));
+}
+
+#[test]
+fn model_lookup_accepts_hf_urls_and_any_config() {
+    assert_eq!(model("hf://Qwen/Qwen3-8B").unwrap().id, "Qwen/Qwen3-8B");
+    assert_eq!(
+        ModelCatalog::builtin().get("qwen/qwen3-8b").unwrap().id,
+        "Qwen/Qwen3-8B"
+    );
+    let text = r#"{"model_type":"llama","hidden_size":2048,"num_hidden_layers":16,"num_attention_heads":32,
+        "num_key_value_heads":8,"intermediate_size":8192,"vocab_size":128256,"tie_word_embeddings":true}"#;
+    let m = ModelSpec::from_config_json("meta-llama/Llama-3.2-1B", text).unwrap();
+    assert!(close(m.total_params() / 1e9, 1.24, 0.03));
+    assert!(
+        ModelSpec::from_config_json("x", "{}")
+            .unwrap_err()
+            .to_string()
+            .contains("hidden_size")
+    );
+}
+
+#[test]
+fn engines_must_match_hardware() {
+    let w = Workload {
+        input_tokens: 128,
+        output_tokens: 128,
+        concurrency: 1,
+    };
+    let cfg = ServingConfig::new("Qwen/Qwen3-8B", "xeon_granite_rapids", Engine::Trtllm);
+    assert!(matches!(predict(&cfg, &w), Err(Error::Unsupported(_))));
+    let cpu = ServingConfig::new("Qwen/Qwen3-8B", "xeon_granite_rapids", Engine::LlamaCpp);
+    let p = predict(&cpu, &w).unwrap();
+    assert!(p.tpot_ms > 20.0, "CPU decode should be slow: {}", p.tpot_ms);
+    let mut fp4 = ServingConfig::new("Qwen/Qwen3-8B", "h100_sxm", Engine::Vllm);
+    fp4.precision = Some(Precision::Fp4);
+    assert!(predict(&fp4, &w).unwrap_err().to_string().contains("fp4"));
+}
+
+#[test]
+fn engines_differ() {
+    let w = Workload {
+        input_tokens: 1024,
+        output_tokens: 512,
+        concurrency: 16,
+    };
+    let mut tp: Vec<f64> = Vec::new();
+    for e in [Engine::Vllm, Engine::Sglang, Engine::Trtllm] {
+        let mut cfg = ServingConfig::new("meta-llama/Llama-3.1-70B", "h100_sxm", e);
+        cfg.tp = 4;
+        cfg.precision = Some(Precision::Fp8);
+        tp.push(predict(&cfg, &w).unwrap().tpot_ms);
+    }
+    assert!(tp[0] != tp[1] && tp[1] != tp[2]);
+}

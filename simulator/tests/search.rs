@@ -1,0 +1,160 @@
+//! The configuration search: ranking, determinism (exhaustive and NSGA-II), rejection
+//! reasons and the nearest miss.
+
+use bud_simulator::search::{CandidatePool, Objective, PlanRequest, SearchMode, Slo};
+use bud_simulator::{Workload, plan};
+
+fn pool(acc: &str, count: u32, cluster: &str) -> CandidatePool {
+    CandidatePool {
+        accelerator: acc.into(),
+        count,
+        max_per_node: None,
+        price_per_hour: None,
+        cluster: Some(cluster.into()),
+    }
+}
+
+fn request() -> PlanRequest {
+    PlanRequest {
+        model: "meta-llama/Llama-3.1-70B-Instruct".into(),
+        model_config: None,
+        workload: Workload {
+            input_tokens: 2048,
+            output_tokens: 512,
+            concurrency: 64,
+        },
+        slo: Slo {
+            ttft_ms: Some(2000.0),
+            tpot_ms: Some(40.0),
+            e2e_ms: None,
+            min_tokens_per_s_per_user: None,
+        },
+        pools: [
+            "NVIDIA-H100-80GB-HBM3",
+            "h200_sxm",
+            "a100_sxm",
+            "l40s",
+            "mi300x",
+            "b200_sxm",
+        ]
+        .iter()
+        .map(|a| pool(a, 32, "lab"))
+        .collect(),
+        objective: Objective::LowestCost,
+        engines: None,
+        precisions: None,
+        max_results: Some(10),
+        search: SearchMode::Auto,
+        seed: None,
+    }
+}
+
+#[test]
+fn ranked_by_cost_and_meeting_the_slo() {
+    let r = plan(&request()).unwrap();
+    assert!(!r.recommendations.is_empty());
+    assert_eq!(r.strategy, "exhaustive");
+    let costs: Vec<f64> = r.recommendations.iter().map(|x| x.cost_per_hour).collect();
+    assert!(costs.windows(2).all(|w| w[0] <= w[1] + 1e-9), "{costs:?}");
+    for x in &r.recommendations {
+        assert!(x.prediction.ttft_ms <= 2000.0 && x.prediction.tpot_ms <= 40.0);
+        assert!(x.gpus_per_replica * x.replicas <= 32);
+        assert_eq!(x.cluster.as_deref(), Some("lab"));
+        assert!(x.prediction.memory.fits);
+    }
+    assert_eq!(r.recommendations[0].rank, 1);
+    assert!(r.recommendations[0].pareto_optimal);
+    assert!(r.evaluated > 100);
+    assert!(r.rejections.values().sum::<usize>() > 0);
+}
+
+#[test]
+fn deterministic_exhaustive_and_genetic() {
+    let a = serde_json::to_string(&plan(&request()).unwrap()).unwrap();
+    let b = serde_json::to_string(&plan(&request()).unwrap()).unwrap();
+    assert_eq!(a, b);
+    let mut g = request();
+    g.search = SearchMode::Genetic;
+    g.seed = Some(7);
+    let ga = plan(&g).unwrap();
+    let gb = plan(&g).unwrap();
+    assert_eq!(
+        serde_json::to_string(&ga).unwrap(),
+        serde_json::to_string(&gb).unwrap()
+    );
+    assert_eq!(ga.strategy, "nsga2");
+    assert!(!ga.recommendations.is_empty());
+    // The genetic search should find something close to the exhaustive optimum.
+    let best = plan(&request()).unwrap().recommendations[0].cost_per_hour;
+    assert!(ga.recommendations[0].cost_per_hour <= best * 2.0);
+}
+
+#[test]
+fn infeasible_requests_explain_what_to_relax() {
+    let mut r = request();
+    r.slo.tpot_ms = Some(1.0);
+    let res = plan(&r).unwrap();
+    assert!(res.recommendations.is_empty());
+    assert!(res.rejections.get("TpotAboveSlo").copied().unwrap_or(0) > 0);
+    let miss = res.nearest_miss.expect("a nearest miss");
+    assert_eq!(miss.reason, "TpotAboveSlo");
+    assert!(
+        miss.advice.contains("relax the TPOT target"),
+        "{}",
+        miss.advice
+    );
+}
+
+#[test]
+fn price_override_and_throughput_objective() {
+    let mut r = request();
+    r.pools = vec![
+        pool("h100_sxm", 16, "a"),
+        CandidatePool {
+            price_per_hour: Some(0.01),
+            ..pool("h200_sxm", 16, "b")
+        },
+    ];
+    let res = plan(&r).unwrap();
+    assert_eq!(res.recommendations[0].accelerator, "h200_sxm");
+    r.objective = Objective::HighestThroughputPerDollar;
+    let res = plan(&r).unwrap();
+    let tpd: Vec<f64> = res
+        .recommendations
+        .iter()
+        .map(|x| x.tokens_per_dollar)
+        .collect();
+    assert!(tpd.windows(2).all(|w| w[0] >= w[1] - 1e-9));
+}
+
+#[test]
+fn bad_requests_name_the_field() {
+    let mut r = request();
+    r.pools[0].accelerator = "NVIDIA-Voodoo".into();
+    assert!(plan(&r).unwrap_err().to_string().contains("accepted"));
+    let mut r = request();
+    r.workload.concurrency = 0;
+    assert!(plan(&r).unwrap_err().to_string().contains("concurrency"));
+    let mut r = request();
+    r.slo.ttft_ms = Some(-1.0);
+    assert!(plan(&r).unwrap_err().to_string().contains("slo.ttftMs"));
+}
+
+#[test]
+fn request_round_trips_as_camel_case_yaml() {
+    let yaml = r#"
+model: Qwen/Qwen3-8B
+workload: { inputTokens: 512, outputTokens: 128, concurrency: 8 }
+slo: { ttftMs: 1000, tpotMs: 50 }
+pools:
+  - { accelerator: NVIDIA-L4, count: 4, cluster: edge }
+  - { accelerator: NVIDIA-A10G, count: 4, pricePerHour: 0.5 }
+objective: LowestCost
+"#;
+    let req: PlanRequest = serde_yaml::from_str(yaml).unwrap();
+    let res = plan(&req).unwrap();
+    assert!(!res.recommendations.is_empty());
+    let json = serde_json::to_value(&res).unwrap();
+    assert!(json["recommendations"][0]["gpusPerReplica"].is_u64());
+    assert!(json["recommendations"][0]["prediction"]["ttftMs"].is_f64());
+}
