@@ -173,6 +173,18 @@ def main():
             f"{usage.get('clickhouse_rows', 0):,} in ClickHouse {usage.get('clickhouse_version', '')}, "
             f"{usage.get('rows_dropped', 0):,.0f} dropped."
         )
+    by_phase = results / "rss_by_phase.txt"
+    if by_phase.exists():
+        pairs = [line.split() for line in by_phase.read_text().splitlines() if len(line.split()) == 2]
+        gateway_pairs = [(name, int(kib)) for name, kib in pairs if name.endswith("-gateway") and kib.isdigit()]
+        if gateway_pairs:
+            lines.append("- Gateway RSS after each gateway phase: "
+                         + ", ".join(f"{name} {kib / 1024:.0f} MiB" for name, kib in gateway_pairs) + ".")
+    loads = [(results / f"loadavg_{when}.txt") for when in ("start", "end")]
+    if all(path.exists() for path in loads):
+        lines.append(f"- Machine load average (1/5/15 min) at the start: {loads[0].read_text().strip()}; "
+                     f"at the end: {loads[1].read_text().strip()} (on {os.cpu_count()} cores; above that, "
+                     "other work competed with the benchmark).")
     lines.append("")
 
     def verdict(ok):

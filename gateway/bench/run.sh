@@ -143,11 +143,17 @@ curl -sS -D "$workdir/smoke.headers" -o "$workdir/smoke.body" -H "$auth" -H 'con
     -d "$body" "$gateway_url"
 grep -qi '^HTTP/1.1 200' "$workdir/smoke.headers" || { log "smoke request failed:"; cat "$workdir/smoke.headers" "$workdir/smoke.body" >&2; exit 1; }
 
+# Gateway RSS (KiB) after each phase, to tell steady state from a backlog spike.
+note_rss() {
+    echo "$1 $(awk '/^VmRSS/ {print $2}' "/proc/$gateway_pid/status")" >>"$workdir/results/rss_by_phase.txt"
+}
+
 run_load() { # name url body [args...]
     local name="$1" url="$2" request_body="$3"
     shift 3
     log "bench-load $name"
     "$load_bin" --url "$url" --body "$request_body" --header "$auth" "$@" >"$workdir/results/$name.json"
+    note_rss "$name"
 }
 
 run_oha() { # name url body [args...]
@@ -156,8 +162,10 @@ run_oha() { # name url body [args...]
     log "oha $name"
     "$oha" --no-tui --output-format json -m POST -T application/json -H "$auth" -d "$request_body" "$@" "$url" \
         >"$workdir/results/oha-$name.json"
+    note_rss "oha-$name"
 }
 
+cut -d' ' -f1-3 /proc/loadavg >"$workdir/results/loadavg_start.txt"
 # Warm both paths (connection pools, caches) before measuring.
 "$load_bin" --url "$direct_url" --body "$body" --requests 500 >/dev/null
 "$load_bin" --url "$gateway_url" --body "$body" --header "$auth" --requests 500 >/dev/null
@@ -199,6 +207,7 @@ curl -sf "http://$gateway_addr/metrics" >"$workdir/results/gateway_metrics.txt"
 ch_version="$(curl -sf "$BUD_TEST_CLICKHOUSE_URL" --data-binary 'SELECT version()' || echo unknown)"
 echo "{\"clickhouse_version\": \"$ch_version\", \"clickhouse_rows\": ${rows:-0}, \"rows_exported\": ${exported:-0}, \"rows_dropped\": ${dropped:-0}, \"gateway_ok_requests\": ${gateway_requests:-0}}" \
     >"$workdir/results/usage.json"
+cut -d' ' -f1-3 /proc/loadavg >"$workdir/results/loadavg_end.txt"
 awk '/^VmHWM/ {print $2}' "/proc/$gateway_pid/status" >"$workdir/results/gateway_hwm_kib.txt"
 
 python3 "$here/report.py" "$workdir/results" "$report" \
