@@ -134,6 +134,7 @@ enum Command {
 }
 
 #[derive(Parser, Clone)]
+#[command(args_override_self = true)]
 struct ServeArgs {
     /// Model id, or a directory holding config.json (vLLM's --model).
     #[arg(long)]
@@ -744,7 +745,27 @@ fn serve(a: ServeArgs) -> Result<(), String> {
     } else {
         a.served_model_name.clone()
     };
-    let max_model_len = a.max_model_len.unwrap_or(model.max_context.min(32768));
+    let mut max_model_len = a.max_model_len.unwrap_or(model.max_context.min(32768));
+    if a.max_model_len.is_none() {
+        // Like vLLM's automatic sizing: shrink the default context to what the KV cache holds.
+        let resolved = bud_simulator::perf::Resolved::new(
+            &serving,
+            &model,
+            &accelerator,
+            FittedParams::builtin(),
+        )
+        .map_err(|e| e.to_string())?;
+        let (mem, _) = resolved.memory(1.0, 1);
+        let per_token = resolved.kv_bytes_per_seq(1024.0) / 1024.0;
+        let fits = (mem.kv_cache_bytes / per_token.max(1e-9)).floor();
+        if fits >= 256.0 && fits < max_model_len as f64 {
+            eprintln!(
+                "bud-sim serve: warning: reducing max model length from {max_model_len} to {} tokens to fit the KV cache",
+                fits as u32
+            );
+            max_model_len = fits as u32;
+        }
+    }
     let emu = Emulator::new(EmulatorConfig {
         model,
         served_names,
