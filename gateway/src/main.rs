@@ -113,9 +113,14 @@ struct Args {
         default_value_t = 1024
     )]
     default_reserve_tokens: u64,
-    /// Speak HTTP/2 without TLS (h2c) to engines.
-    #[arg(long, env = "BUD_GATEWAY_UPSTREAM_H2C")]
-    upstream_h2c: bool,
+    /// Speak HTTP/2 without TLS (h2c) to engines over this many connections per engine;
+    /// 0 = HTTP/1.1 with a connection pool.
+    #[arg(
+        long,
+        env = "BUD_GATEWAY_UPSTREAM_H2C_CONNECTIONS",
+        default_value_t = 0
+    )]
+    upstream_h2c_connections: usize,
     /// OTLP/HTTP collector base URL (e.g. http://127.0.0.1:4318): one span per request with
     /// the GenAI semantic-convention attributes.
     #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
@@ -161,7 +166,7 @@ fn main() -> anyhow::Result<()> {
 async fn run(args: Args, tracing: bool) -> anyhow::Result<()> {
     let clients = HttpClients::new(
         Duration::from_millis(args.connect_timeout_ms),
-        args.upstream_h2c,
+        args.upstream_h2c_connections,
     )
     .context("building HTTP clients")?;
     let probe_client = clients.default.clone();

@@ -37,7 +37,7 @@ fn sse(events: Vec<String>) -> Response {
 }
 
 /// An OpenAI-compatible engine.
-async fn openai_chat(Json(body): Json<Value>) -> Response {
+async fn openai_chat(version: axum::http::Version, Json(body): Json<Value>) -> Response {
     let model = body["model"].clone();
     if body["stream"] == json!(true) {
         let chunk = |delta: Value, finish: Value| {
@@ -61,6 +61,7 @@ async fn openai_chat(Json(body): Json<Value>) -> Response {
         return sse(events);
     }
     Json(json!({"id": "c", "object": "chat.completion", "created": 1, "model": model,
+        "system_fingerprint": format!("{version:?}"),
         "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hi"}, "finish_reason": "stop"}],
         "usage": {"prompt_tokens": 4, "completion_tokens": 1, "total_tokens": 5}}))
     .into_response()
@@ -114,6 +115,10 @@ async fn anthropic_messages(
 }
 
 async fn gateway() -> String {
+    gateway_with(0).await
+}
+
+async fn gateway_with(h2c_connections: usize) -> String {
     let engine = spawn(axum::Router::new().route("/v1/chat/completions", post(openai_chat))).await;
     let claude = spawn(
         axum::Router::new().route("/v1/messages", post(|h, b| anthropic_messages(false, h, b))),
@@ -144,7 +149,8 @@ credentials:
 "#,
         hash = hash_key(KEY)
     );
-    let builder = SnapshotBuilder::new(HttpClients::new(Duration::from_secs(1), false).unwrap());
+    let builder =
+        SnapshotBuilder::new(HttpClients::new(Duration::from_secs(1), h2c_connections).unwrap());
     let snapshot = file::build_from_str(&builder, &routes).unwrap();
     assert!(snapshot.warnings.is_empty(), "{:?}", snapshot.warnings);
     let config = ServerConfig {
@@ -294,4 +300,22 @@ async fn client_errors() {
     assert_eq!(r.status(), 400);
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["type"], "error");
+}
+
+#[tokio::test]
+async fn engines_over_h2c_and_http1() {
+    for (connections, version) in [(0, "HTTP/1.1"), (3, "HTTP/2.0")] {
+        let gw = gateway_with(connections).await;
+        for _ in 0..5 {
+            let r = post_json(
+                &gw,
+                "/v1/chat/completions",
+                json!({"model": "qwen", "messages": [{"role": "user", "content": "x"}]}),
+            )
+            .await;
+            assert_eq!(r.status(), 200);
+            let body: Value = r.json().await.unwrap();
+            assert_eq!(body["system_fingerprint"], version);
+        }
+    }
 }

@@ -10,15 +10,24 @@ use crate::routing::spec::ProviderKind;
 
 #[derive(Debug, Clone)]
 pub struct EngineProvider {
-    inner: OpenAiProvider,
+    /// One per client of the pool (several h2c connections, or one HTTP/1.1 pool).
+    inners: Vec<OpenAiProvider>,
 }
 
 impl EngineProvider {
     /// `api_key` is sent as a bearer token when the engine was started with one.
-    pub fn new(client: reqwest::Client, api_key: Option<String>) -> Self {
+    pub fn new(clients: Vec<reqwest::Client>, api_key: Option<String>) -> Self {
+        assert!(!clients.is_empty(), "an engine provider needs a client");
         Self {
-            inner: OpenAiProvider::new(ProviderKind::Engine, client, api_key),
+            inners: clients
+                .into_iter()
+                .map(|c| OpenAiProvider::new(ProviderKind::Engine, c, api_key.clone()))
+                .collect(),
         }
+    }
+
+    fn inner(&self) -> &OpenAiProvider {
+        &self.inners[fastrand::usize(..self.inners.len())]
     }
 }
 
@@ -35,7 +44,7 @@ impl Provider for EngineProvider {
         body: &Value,
         timeouts: Timeouts,
     ) -> Result<Value, ProviderError> {
-        self.inner.infer(base_url, op, body, timeouts).await
+        self.inner().infer(base_url, op, body, timeouts).await
     }
 
     async fn infer_stream(
@@ -45,6 +54,8 @@ impl Provider for EngineProvider {
         body: &Value,
         timeouts: Timeouts,
     ) -> Result<ChunkStream, ProviderError> {
-        self.inner.infer_stream(base_url, op, body, timeouts).await
+        self.inner()
+            .infer_stream(base_url, op, body, timeouts)
+            .await
     }
 }

@@ -152,14 +152,15 @@ pub trait Provider: Send + Sync + std::fmt::Debug {
 pub struct HttpClients {
     /// HTTP/1.1 (and HTTP/2 via ALPN for TLS upstreams).
     pub default: reqwest::Client,
-    /// HTTP/2 with prior knowledge (h2c) for engines that speak it.
-    pub h2c: reqwest::Client,
-    /// Use h2c for engines.
-    pub engines_use_h2c: bool,
+    /// HTTP/2 with prior knowledge (h2c) for engines that speak it: several clients, so
+    /// several connections per engine (one HTTP/2 connection serialises on one socket).
+    /// Empty: engines get HTTP/1.1 from `default`.
+    pub h2c: Vec<reqwest::Client>,
 }
 
 impl HttpClients {
-    pub fn new(connect_timeout: Duration, engines_use_h2c: bool) -> Result<Self, reqwest::Error> {
+    /// `h2c_connections` > 0 speaks h2c to engines over that many connections per engine.
+    pub fn new(connect_timeout: Duration, h2c_connections: usize) -> Result<Self, reqwest::Error> {
         let base = || {
             reqwest::Client::builder()
                 .tcp_nodelay(true)
@@ -170,8 +171,9 @@ impl HttpClients {
         };
         Ok(Self {
             default: base().build()?,
-            h2c: base().http2_prior_knowledge().build()?,
-            engines_use_h2c,
+            h2c: (0..h2c_connections)
+                .map(|_| base().http2_prior_knowledge().build())
+                .collect::<Result<_, _>>()?,
         })
     }
 }
@@ -186,12 +188,12 @@ pub fn build_provider(
 ) -> Arc<dyn Provider> {
     match kind {
         ProviderKind::Engine => {
-            let client = if clients.engines_use_h2c {
-                clients.h2c.clone()
+            let pool = if clients.h2c.is_empty() {
+                vec![clients.default.clone()]
             } else {
-                clients.default.clone()
+                clients.h2c.clone()
             };
-            Arc::new(engine::EngineProvider::new(client, credential))
+            Arc::new(engine::EngineProvider::new(pool, credential))
         }
         ProviderKind::OpenAI | ProviderKind::Together | ProviderKind::OpenAICompatible => Arc::new(
             openai::OpenAiProvider::new(kind, clients.default.clone(), credential),

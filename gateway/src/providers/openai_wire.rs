@@ -11,6 +11,8 @@ use super::sse::{SseEvent, SseParser};
 use super::{ChunkStream, ProviderError, Timeouts};
 
 const MAX_ERROR_MESSAGE: usize = 1_000;
+/// How long to wait for the rest of a stream's body after `[DONE]`.
+const DRAIN_AFTER_DONE: Duration = Duration::from_millis(20);
 
 /// Sends a JSON POST and waits for the response headers within the first-byte timeout.
 pub async fn send(
@@ -148,6 +150,12 @@ pub fn openai_chunks(response: reqwest::Response, deadline: Instant) -> ChunkStr
             };
             if event.data.trim() == "[DONE]" {
                 done = true;
+                // Read the body's end (usually already buffered) so the connection goes back
+                // to the pool instead of being closed.
+                let _ = tokio::time::timeout(DRAIN_AFTER_DONE, async {
+                    while events.next().await.is_some() {}
+                })
+                .await;
                 break;
             }
             match serde_json::from_str::<Value>(&event.data) {

@@ -329,7 +329,7 @@ mod tests {
     use std::time::Duration;
 
     fn builder() -> SnapshotBuilder {
-        SnapshotBuilder::new(HttpClients::new(Duration::from_secs(1), false).unwrap())
+        SnapshotBuilder::new(HttpClients::new(Duration::from_secs(1), 0).unwrap())
     }
 
     fn deployment(
