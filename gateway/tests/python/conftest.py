@@ -68,14 +68,15 @@ def wait_until(predicate, timeout: float = 10.0, interval: float = 0.02, message
 
 
 class Gateway:
-    def __init__(self, routes: dict, workdir: Path, extra_args=(), env=None):
+    def __init__(self, routes: dict, workdir: Path, extra_args=(), env=None, kubernetes: bool = False):
         self.workdir = workdir
         self.routes_path = workdir / "routes.yaml"
         self.write_routes(routes)
         self.log_path = workdir / "gateway.log"
         self.log = open(self.log_path, "wb")
+        source = ["--kubernetes"] if kubernetes else ["--routes-file", str(self.routes_path), "--routes-poll-ms", "50"]
         args = [
-            gateway_binary(), "--listen", "127.0.0.1:0", "--routes-file", str(self.routes_path), "--routes-poll-ms", "50",
+            gateway_binary(), "--listen", "127.0.0.1:0", *source,
             "--ejection-ms", "300", "--ejection-max-ms", "600", "--connect-timeout-ms", "500", *extra_args,
         ]
         self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=self.log, env={**os.environ, **(env or {})})
