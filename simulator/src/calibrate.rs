@@ -192,7 +192,8 @@ pub fn predict_sample(s: &Sample, params: &FittedParams) -> Option<(f64, f64)> {
         .ok()?
         .predict(&s.workload)
         .ok()?;
-    Some((p.ttft_ms, p.tpot_ms))
+    // Like `bud-sim predict`: a configuration the model says does not fit is not predicted.
+    p.memory.fits.then_some((p.ttft_ms, p.tpot_ms))
 }
 
 fn loss(samples: &[&Sample], params: &FittedParams) -> f64 {

@@ -265,7 +265,12 @@ impl<'a> Resolved<'a> {
             .or(cfg.precision)
             .unwrap_or(model.native_expert_precision);
         for p in [dense_prec, expert_prec] {
-            if !acc.supports(p) {
+            // MXFP4/NVFP4 checkpoints run weight-only (dequantised in the GEMM) on GPUs with
+            // FP8 tensor cores but no FP4 ones, e.g. gpt-oss on Hopper.
+            let weight_only_fp4 = p == Precision::Fp4
+                && acc.fp8_flops.is_some()
+                && model.native_expert_precision == Precision::Fp4;
+            if !acc.supports(p) && !weight_only_fp4 {
                 return Err(Error::Unsupported(format!(
                     "{} has no {p} tensor cores; choose one of: {}",
                     acc.id,
@@ -324,7 +329,9 @@ impl<'a> Resolved<'a> {
             kv_prec,
             max_batch,
             mem_util,
-            kv_of_free: cfg.engine == Engine::Trtllm,
+            // Measured SGLang and vLLM runs fit where `util × capacity − weights` would not:
+            // both size the cache from free memory in practice, like TensorRT-LLM.
+            kv_of_free: true,
             link_bw,
         })
     }
@@ -520,7 +527,9 @@ impl<'a> Resolved<'a> {
         if let Some(moe) = &m.moe {
             let e = moe.num_experts as f64;
             let k = moe.experts_per_token as f64;
-            flops += 2.0 * tokens * k * moe.expert_params * moe.moe_layers as f64 / self.moe_par;
+            flops += 2.0 * tokens * k * moe.expert_params * moe.moe_layers as f64
+                / self.moe_par
+                / p.moe_prefill_eff;
             let unique = e * (1.0 - (1.0 - k / e).powf(tokens));
             bytes += moe.moe_layers as f64
                 * unique
