@@ -141,6 +141,37 @@ pub trait Provider: Send + Sync + std::fmt::Debug {
         timeouts: Timeouts,
     ) -> Result<ChunkStream, ProviderError>;
 
+    /// Whether the upstream speaks Anthropic Messages natively: `/v1/messages` requests are
+    /// then sent as the caller wrote them, without a round trip through the OpenAI shape.
+    fn speaks_anthropic(&self) -> bool {
+        false
+    }
+
+    /// A native Anthropic Messages call; returns the upstream's message as is.
+    async fn messages(
+        &self,
+        _base_url: &str,
+        _body: &Value,
+        _timeouts: Timeouts,
+    ) -> Result<Value, ProviderError> {
+        Err(ProviderError::Unsupported(
+            "this provider does not speak Anthropic Messages".into(),
+        ))
+    }
+
+    /// A native streaming Anthropic Messages call: each item is one event's data (its `type`
+    /// names the event). An `error` event becomes an error item.
+    async fn messages_stream(
+        &self,
+        _base_url: &str,
+        _body: &Value,
+        _timeouts: Timeouts,
+    ) -> Result<ChunkStream, ProviderError> {
+        Err(ProviderError::Unsupported(
+            "this provider does not speak Anthropic Messages".into(),
+        ))
+    }
+
     /// A cheap GET used to re-admit an ejected endpoint.
     fn probe_url(&self, base_url: &str) -> String {
         format!("{base_url}/models")

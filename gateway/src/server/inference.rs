@@ -14,7 +14,7 @@ use axum::{Extension, Json};
 use futures::StreamExt;
 use serde_json::{Value, json};
 
-use super::proxy::{self, Attempt, StreamOutcome};
+use super::proxy::{self, Attempt, StreamOutcome, UpstreamRequest};
 use super::record::RequestRecord;
 use super::{AppState, RequestId};
 use crate::error::{ApiFormat, GatewayError};
@@ -249,23 +249,36 @@ async fn run(
     record.streamed = stream;
     let route = snapshot.resolve(&key, &model).map_err(fail)?;
 
-    let mut canonical = if api == Api::Messages {
-        translate::anthropic_request_to_openai(&body)
-            .map_err(|e| fail(GatewayError::invalid(e.0)))?
+    // `/v1/messages` keeps the caller's body for providers that speak Anthropic natively; the
+    // OpenAI form serves the others (and may not exist, e.g. for document blocks).
+    let (mut canonical, anthropic) = if api == Api::Messages {
+        (
+            translate::anthropic_request_to_openai(&body).map_err(|e| e.0),
+            Some(body),
+        )
     } else {
-        body
+        (Ok(body), None)
     };
     let client_wants_usage = api == Api::Messages
         || canonical
-            .pointer("/stream_options/include_usage")
+            .as_ref()
+            .ok()
+            .and_then(|c| c.pointer("/stream_options/include_usage"))
             .and_then(Value::as_bool)
             == Some(true);
-    if stream && api != Api::Embeddings {
-        canonical["stream_options"] = json!({"include_usage": true});
-    } else if let Some(obj) = canonical.as_object_mut() {
-        // OpenAI rejects stream_options on non-streaming requests.
-        obj.remove("stream_options");
+    if let Ok(canonical) = canonical.as_mut() {
+        if stream && api != Api::Embeddings {
+            canonical["stream_options"] = json!({"include_usage": true});
+        } else if let Some(obj) = canonical.as_object_mut() {
+            // OpenAI rejects stream_options on non-streaming requests.
+            obj.remove("stream_options");
+        }
     }
+    let mut request = UpstreamRequest {
+        op: api.operation(),
+        canonical,
+        anthropic,
+    };
 
     // Reserve the completion budget plus a rough input estimate (4 bytes per token).
     let reserve = max_tokens.unwrap_or(state.default_reserve_tokens) + (bytes.len() as u64 / 4);
@@ -291,15 +304,13 @@ async fn run(
     };
     drop(bytes);
 
-    let op = api.operation();
     let mut upstream_time = Duration::ZERO;
     let mut last_attempt: Option<Attempt> = None;
     let result = if stream {
         proxy::forward_stream(
             state,
             &route,
-            op,
-            &mut canonical,
+            &mut request,
             &mut upstream_time,
             &mut last_attempt,
         )
@@ -309,13 +320,12 @@ async fn run(
         proxy::forward_unary(
             state,
             &route,
-            op,
-            &mut canonical,
+            &mut request,
             &mut upstream_time,
             &mut last_attempt,
         )
         .await
-        .map(|outcome| unary_response(api, outcome.body, &model, record))
+        .map(|outcome| unary_response(api, outcome.body, outcome.native, &model, record))
     };
     record.upstream_time += upstream_time;
     if let Some(attempt) = &last_attempt {
@@ -340,11 +350,24 @@ fn note_attempt(record: &mut RequestRecord, attempt: &Attempt) {
     record.price_per_token = attempt.backend.price_per_token;
 }
 
-fn unary_response(api: Api, mut body: Value, model: &str, record: &mut RequestRecord) -> Response {
+fn unary_response(
+    api: Api,
+    mut body: Value,
+    native: bool,
+    model: &str,
+    record: &mut RequestRecord,
+) -> Response {
+    record.status = Some(200);
+    if native {
+        if let Some(usage) = body.get("usage") {
+            record.take_anthropic_usage(usage);
+        }
+        body["model"] = Value::String(model.to_string());
+        return Json(body).into_response();
+    }
     if let Some(usage) = body.get("usage") {
         record.take_usage(usage);
     }
-    record.status = Some(200);
     let body = if api == Api::Messages {
         translate::openai_response_to_anthropic(&body, model)
     } else {
@@ -378,6 +401,7 @@ fn stream_response(
         first,
         rest,
         in_flight,
+        native,
         ..
     } = outcome;
     let upstream_started = std::time::Instant::now();
@@ -390,13 +414,22 @@ fn stream_response(
         let mut failed = None;
         while let Some(item) = upstream.next().await {
             match item {
+                Ok(mut event) if native => {
+                    // An Anthropic event from an Anthropic upstream: relayed as is.
+                    record.take_anthropic_event_usage(&event);
+                    if let Some(message) = event.get_mut("message").filter(|m| m.get("model").is_some()) {
+                        message["model"] = Value::String(model.clone());
+                    }
+                    let name = event.get("type").and_then(Value::as_str).unwrap_or("message").to_string();
+                    yield Ok::<Bytes, Infallible>(anthropic_frame(&name, &event));
+                }
                 Ok(mut chunk) => {
                     if let Some(usage) = chunk.get("usage").filter(|u| u.is_object()) {
                         record.take_usage(usage);
                     }
                     if let Some(state) = anthropic.as_mut() {
                         for (name, data) in state.on_chunk(&chunk) {
-                            yield Ok::<Bytes, Infallible>(anthropic_frame(name, &data));
+                            yield Ok(anthropic_frame(name, &data));
                         }
                         continue;
                     }
@@ -424,6 +457,8 @@ fn stream_response(
             None => {
                 record.status = Some(200);
                 match anthropic.as_mut() {
+                    // A native stream already carried its message_stop.
+                    Some(_) if native => {}
                     Some(state) => for (name, data) in state.finish() {
                         yield Ok(anthropic_frame(name, &data));
                     },

@@ -68,9 +68,21 @@ pub struct Attempt {
     pub endpoint: Arc<EndpointState>,
 }
 
+/// The request as it can be sent upstream.
+pub struct UpstreamRequest {
+    pub op: Operation,
+    /// The canonical (OpenAI) body; `Err` when the request has no OpenAI form (then only
+    /// providers that speak Anthropic natively can take it).
+    pub canonical: Result<Value, String>,
+    /// For `/v1/messages`: the caller's body, sent as is to native Anthropic providers.
+    pub anthropic: Option<Value>,
+}
+
 pub struct UnaryOutcome {
     pub attempt: Attempt,
     pub body: Value,
+    /// The body is an Anthropic message (native call), not an OpenAI completion.
+    pub native: bool,
 }
 
 pub struct StreamOutcome {
@@ -81,11 +93,13 @@ pub struct StreamOutcome {
     pub in_flight: InFlight,
     /// When the first event arrived.
     pub first_event_at: Instant,
+    /// Items are Anthropic events (native call), not OpenAI chunks.
+    pub native: bool,
 }
 
 enum Outcome {
-    Unary(Value),
-    Stream(Value, ChunkStream, InFlight, Instant),
+    Unary(Value, bool),
+    Stream(Value, ChunkStream, InFlight, Instant, bool),
 }
 
 /// Weighted random choice among the group's backends that still have an eligible endpoint.
@@ -201,8 +215,7 @@ pub fn upstream_error(error: &ProviderError) -> GatewayError {
 async fn forward(
     state: &AppState,
     route: &ModelRoute,
-    op: Operation,
-    body: &mut Value,
+    request: &mut UpstreamRequest,
     stream: bool,
     upstream_time: &mut Duration,
     last_attempt: &mut Option<Attempt>,
@@ -237,21 +250,49 @@ async fn forward(
                 endpoint: endpoint.clone(),
             });
 
-            body["model"] = Value::String(backend.upstream_model.clone());
-            let upstream_body = &*body;
+            let model = Value::String(backend.upstream_model.clone());
+            let native = request.anthropic.is_some() && backend.provider.speaks_anthropic();
+            let provider = &backend.provider;
+            let base_url = endpoint.base_url.as_str();
+            let timeouts = config.timeouts;
             let in_flight = endpoint.start();
             let started = Instant::now();
-            let result = if stream {
-                attempt_stream(&backend, &endpoint, op, upstream_body, config.timeouts)
-                    .await
-                    .map(|(first, rest)| Outcome::Stream(first, rest, in_flight, Instant::now()))
-            } else {
-                let r = backend
-                    .provider
-                    .infer(&endpoint.base_url, op, upstream_body, config.timeouts)
-                    .await;
-                drop(in_flight);
-                r.map(Outcome::Unary)
+            let result = match (native, &mut request.anthropic, &mut request.canonical) {
+                (true, Some(body), _) => {
+                    body["model"] = model;
+                    let body = &*body;
+                    if stream {
+                        first_event(provider.messages_stream(base_url, body, timeouts), timeouts)
+                            .await
+                            .map(|(first, rest)| {
+                                Outcome::Stream(first, rest, in_flight, Instant::now(), true)
+                            })
+                    } else {
+                        let r = provider.messages(base_url, body, timeouts).await;
+                        drop(in_flight);
+                        r.map(|v| Outcome::Unary(v, true))
+                    }
+                }
+                (_, _, Ok(body)) => {
+                    body["model"] = model;
+                    let body = &*body;
+                    let op = request.op;
+                    if stream {
+                        first_event(
+                            provider.infer_stream(base_url, op, body, timeouts),
+                            timeouts,
+                        )
+                        .await
+                        .map(|(first, rest)| {
+                            Outcome::Stream(first, rest, in_flight, Instant::now(), false)
+                        })
+                    } else {
+                        let r = provider.infer(base_url, op, body, timeouts).await;
+                        drop(in_flight);
+                        r.map(|v| Outcome::Unary(v, false))
+                    }
+                }
+                (_, _, Err(message)) => Err(ProviderError::Translation(message.clone())),
             };
             let elapsed = started.elapsed();
             *upstream_time += elapsed;
@@ -299,18 +340,14 @@ async fn forward(
     }
 }
 
-async fn attempt_stream(
-    backend: &Backend,
-    endpoint: &EndpointState,
-    op: Operation,
-    body: &Value,
+/// Waits for a stream's first event within the first-byte timeout: until then the attempt
+/// can still be retried elsewhere.
+async fn first_event(
+    open: impl std::future::Future<Output = Result<ChunkStream, ProviderError>>,
     timeouts: Timeouts,
 ) -> Result<(Value, ChunkStream), ProviderError> {
     let started = Instant::now();
-    let mut rest = backend
-        .provider
-        .infer_stream(&endpoint.base_url, op, body, timeouts)
-        .await?;
+    let mut rest = open.await?;
     let remaining = timeouts.first_byte.saturating_sub(started.elapsed());
     match tokio::time::timeout(remaining, rest.next()).await {
         Err(_) => Err(ProviderError::Timeout("first_byte")),
@@ -325,15 +362,15 @@ async fn attempt_stream(
 pub async fn forward_unary(
     state: &AppState,
     route: &ModelRoute,
-    op: Operation,
-    body: &mut Value,
+    request: &mut UpstreamRequest,
     upstream_time: &mut Duration,
     last_attempt: &mut Option<Attempt>,
 ) -> Result<UnaryOutcome, GatewayError> {
-    match forward(state, route, op, body, false, upstream_time, last_attempt).await? {
-        Outcome::Unary(body) => Ok(UnaryOutcome {
+    match forward(state, route, request, false, upstream_time, last_attempt).await? {
+        Outcome::Unary(body, native) => Ok(UnaryOutcome {
             attempt: last_attempt.clone().expect("attempted"),
             body,
+            native,
         }),
         Outcome::Stream(..) => unreachable!("unary forward returned a stream"),
     }
@@ -342,20 +379,20 @@ pub async fn forward_unary(
 pub async fn forward_stream(
     state: &AppState,
     route: &ModelRoute,
-    op: Operation,
-    body: &mut Value,
+    request: &mut UpstreamRequest,
     upstream_time: &mut Duration,
     last_attempt: &mut Option<Attempt>,
 ) -> Result<StreamOutcome, GatewayError> {
-    match forward(state, route, op, body, true, upstream_time, last_attempt).await? {
-        Outcome::Stream(first, rest, in_flight, first_event_at) => Ok(StreamOutcome {
+    match forward(state, route, request, true, upstream_time, last_attempt).await? {
+        Outcome::Stream(first, rest, in_flight, first_event_at, native) => Ok(StreamOutcome {
             attempt: last_attempt.clone().expect("attempted"),
             first,
             rest,
             in_flight,
             first_event_at,
+            native,
         }),
-        Outcome::Unary(_) => unreachable!("stream forward returned a body"),
+        Outcome::Unary(..) => unreachable!("stream forward returned a body"),
     }
 }
 

@@ -119,6 +119,29 @@ impl RequestRecord {
         self.error_type = Some(error_type.to_string());
     }
 
+    /// Reads Anthropic-shaped `usage` (cache reads and writes count as input).
+    pub fn take_anthropic_usage(&mut self, usage: &serde_json::Value) {
+        let n = |k: &str| usage.get(k).and_then(serde_json::Value::as_u64);
+        if let Some(input) = n("input_tokens") {
+            self.input_tokens = input
+                + n("cache_creation_input_tokens").unwrap_or(0)
+                + n("cache_read_input_tokens").unwrap_or(0);
+        }
+        if let Some(output) = n("output_tokens") {
+            self.output_tokens = output;
+        }
+    }
+
+    /// Usage from an Anthropic stream event (`message_start` and `message_delta` carry it).
+    pub fn take_anthropic_event_usage(&mut self, event: &serde_json::Value) {
+        if let Some(usage) = event
+            .pointer("/message/usage")
+            .or_else(|| event.get("usage"))
+        {
+            self.take_anthropic_usage(usage);
+        }
+    }
+
     /// Reads OpenAI-shaped `usage` into the record.
     pub fn take_usage(&mut self, usage: &serde_json::Value) {
         if let Some(n) = usage

@@ -344,6 +344,20 @@ pub struct StreamError {
     pub message: String,
 }
 
+/// The HTTP status an Anthropic error type stands for (`overloaded_error` is 529).
+pub fn error_status(error_type: &str) -> u16 {
+    match error_type {
+        "overloaded_error" => 529,
+        "rate_limit_error" => 429,
+        "invalid_request_error" => 400,
+        "authentication_error" => 401,
+        "permission_error" => 403,
+        "not_found_error" => 404,
+        "request_too_large" => 413,
+        _ => 500,
+    }
+}
+
 /// Turns Anthropic stream events into OpenAI `chat.completion.chunk`s.
 #[derive(Debug, Default)]
 pub struct AnthropicToOpenAiStream {
@@ -491,16 +505,7 @@ impl AnthropicToOpenAiStream {
                     .pointer("/error/type")
                     .and_then(Value::as_str)
                     .unwrap_or("api_error");
-                let status = match error_type {
-                    "overloaded_error" => 529,
-                    "rate_limit_error" => 429,
-                    "invalid_request_error" => 400,
-                    "authentication_error" => 401,
-                    "permission_error" => 403,
-                    "not_found_error" => 404,
-                    "request_too_large" => 413,
-                    _ => 500,
-                };
+                let status = error_status(error_type);
                 let message = event
                     .pointer("/error/message")
                     .and_then(Value::as_str)

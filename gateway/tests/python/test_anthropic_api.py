@@ -109,6 +109,29 @@ def test_messages_to_anthropic_upstream(world):
     assert final.content[-1].input == {"city": "Paris"} and final.stop_reason == "tool_use"
 
 
+def test_anthropic_upstream_gets_the_callers_body_as_is(world):
+    client = world["gw"].anthropic(SECRET)
+    document = {"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": "A short note."},
+                "cache_control": {"type": "ephemeral"}}
+    m = client.messages.create(model="claude", max_tokens=20, extra_body={"top_k": 5}, metadata={"user_id": "u1"},
+                               messages=[{"role": "user", "content": [document, {"type": "text", "text": "summarise"}]}])
+    assert m.content[0].text == "Hello from claude" and m.model == "claude"
+    sent = world["claude"].posts()[-1]["body"]
+    assert sent["messages"][0]["content"][0] == document, "no lossy round trip through the OpenAI shape"
+    assert sent["top_k"] == 5 and sent["model"] == "claude-upstream"
+    gw = world["gw"]
+    status, body, _ = gw.post("/v1/messages", json.dumps({"model": "claude", "max_tokens": 5, "stream": True,
+                                                          "messages": [{"role": "user", "content": "hi"}]}).encode(),
+                              {"x-api-key": SECRET, "anthropic-version": "2023-06-01"})
+    names = [block.split("\n")[0].removeprefix("event: ") for block in body.strip().split("\n\n")]
+    assert names == ["message_start", "ping", "content_block_start", "content_block_delta", "content_block_delta",
+                     "content_block_delta", "content_block_stop", "message_delta", "message_stop"]
+    assert '"model": "claude"' in body or '"model":"claude"' in body
+    # document blocks have no OpenAI form: an engine-backed model refuses them with a 400
+    with pytest.raises(anthropic.BadRequestError):
+        client.messages.create(model="qwen3-8b", max_tokens=5, messages=[{"role": "user", "content": [document]}])
+
+
 def test_anthropic_529_fails_over_to_the_next_priority(world):
     world["claude"].behaviour = ("status", 529)
     client = world["gw"].anthropic(SECRET)
