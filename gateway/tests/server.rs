@@ -236,7 +236,20 @@ async fn anthropic_both_ways_and_529_failover() {
     assert_eq!(body["choices"][0]["message"]["content"], "Bonjour");
     assert_eq!(body["usage"]["prompt_tokens"], 7);
 
+    // Anthropic upstream: its events are relayed as they came (this mock sends no ping).
     let r = post_json(&gw, "/v1/messages", json!({"model": "claude", "max_tokens": 5, "stream": true, "messages": [{"role": "user", "content": "x"}]})).await;
+    let text = r.text().await.unwrap();
+    let names: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("event: "))
+        .collect();
+    assert_eq!(names.first(), Some(&"message_start"));
+    assert!(!names.contains(&"ping"), "{names:?}");
+    assert_eq!(names.last(), Some(&"message_stop"));
+    assert!(text.contains(r#""output_tokens":2"#), "{text}");
+
+    // An OpenAI-compatible engine: its chunks become Anthropic events, in Anthropic's order.
+    let r = post_json(&gw, "/v1/messages", json!({"model": "qwen", "max_tokens": 5, "stream": true, "messages": [{"role": "user", "content": "x"}]})).await;
     let text = r.text().await.unwrap();
     let names: Vec<&str> = text
         .lines()
@@ -254,7 +267,6 @@ async fn anthropic_both_ways_and_529_failover() {
             "message_stop"
         ]
     );
-    assert!(text.contains(r#""output_tokens":2"#), "{text}");
 
     let r = post_json(&gw, "/v1/messages", json!({"model": "claude-ha", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]})).await;
     assert_eq!(r.status(), 200);
