@@ -125,6 +125,16 @@ fn encode(batch: &[UsageRecord]) -> Vec<u8> {
     body
 }
 
+/// Encodes (and compresses) a batch once, for every attempt to insert it.
+fn prepare_body(batch: &[UsageRecord], compress: bool) -> std::io::Result<bytes::Bytes> {
+    let body = encode(batch);
+    Ok(bytes::Bytes::from(if compress {
+        gzip(&body)?
+    } else {
+        body
+    }))
+}
+
 fn gzip(body: &[u8]) -> std::io::Result<Vec<u8>> {
     let mut encoder = flate2::write::GzEncoder::new(
         Vec::with_capacity(body.len() / 4),
@@ -286,7 +296,8 @@ impl ClickHouseClient {
         }
     }
 
-    async fn insert(&self, body: &[u8]) -> Result<(), ExportError> {
+    /// Inserts a body made by [`prepare_body`] (gzipped when compression is on).
+    async fn insert(&self, body: bytes::Bytes) -> Result<(), ExportError> {
         let query = format!(
             "INSERT INTO `{}`.`{}` FORMAT JSONEachRow",
             self.config.database, self.config.table
@@ -295,14 +306,10 @@ impl ClickHouseClient {
             ("query", query.as_str()),
             ("input_format_skip_unknown_fields", "1"),
         ]);
-        request = if self.config.compression {
-            request
-                .header(reqwest::header::CONTENT_ENCODING, "gzip")
-                .body(gzip(body).map_err(ExportError::Compress)?)
-        } else {
-            request.body(body.to_vec())
-        };
-        self.send(request).await.map(drop)
+        if self.config.compression {
+            request = request.header(reqwest::header::CONTENT_ENCODING, "gzip");
+        }
+        self.send(request.body(body)).await.map(drop)
     }
 }
 
@@ -343,12 +350,29 @@ impl Batcher {
                     Err(_) => break,
                 }
             }
-            self.export(&batch, &mut schema_ready, closed).await;
-            batch.clear();
+            // Encoding and gzip take a few milliseconds for a large batch: keep them off the
+            // async workers that serve requests.
+            let compress = self.client.config.compression;
+            let full = std::mem::replace(&mut batch, Vec::with_capacity(batch_size));
+            let rows = full.len() as u64;
+            let prepared = tokio::task::spawn_blocking(move || prepare_body(&full, compress)).await;
+            match prepared {
+                Ok(Ok(body)) => self.export(body, rows, &mut schema_ready, closed).await,
+                Ok(Err(error)) => self.drop_batch(&ExportError::Compress(error), rows),
+                Err(error) => {
+                    tracing::error!(%error, "usage export: encoding a batch panicked");
+                    self.metrics.dropped(DropReason::rejected, rows);
+                }
+            }
             if closed {
                 return;
             }
         }
+    }
+
+    fn drop_batch(&self, error: &ExportError, rows: u64) {
+        tracing::error!(%error, rows, "usage export: dropping a batch");
+        self.metrics.dropped(DropReason::rejected, rows);
     }
 
     async fn create_schema(&self) -> bool {
@@ -363,9 +387,13 @@ impl Batcher {
     }
 
     /// Inserts one batch, retrying with backoff; returns when it is in or has been dropped.
-    async fn export(&self, batch: &[UsageRecord], schema_ready: &mut bool, shutting_down: bool) {
-        let rows = batch.len() as u64;
-        let body = encode(batch);
+    async fn export(
+        &self,
+        body: bytes::Bytes,
+        rows: u64,
+        schema_ready: &mut bool,
+        shutting_down: bool,
+    ) {
         let started = Instant::now();
         let mut backoff = FIRST_BACKOFF;
         let mut rejections = 0;
@@ -373,12 +401,12 @@ impl Batcher {
         loop {
             attempts += 1;
             let result = if *schema_ready {
-                self.client.insert(&body).await
+                self.client.insert(body.clone()).await
             } else {
                 match self.client.ensure_schema(self.validation).await {
                     Ok(()) => {
                         *schema_ready = true;
-                        self.client.insert(&body).await
+                        self.client.insert(body.clone()).await
                     }
                     Err(error) => Err(error),
                 }
@@ -406,8 +434,7 @@ impl Batcher {
                 }
             };
             if give_up {
-                tracing::error!(%error, rows, "usage export: dropping a batch");
-                self.metrics.dropped(DropReason::rejected, rows);
+                self.drop_batch(&error, rows);
                 return;
             }
             tracing::warn!(%error, retry_in = ?backoff, "usage export: insert failed, retrying");
