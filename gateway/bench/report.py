@@ -116,6 +116,7 @@ def main():
     parser.add_argument("--sequential", default="5000")
     parser.add_argument("--redis", default="")
     parser.add_argument("--commit", default="")
+    parser.add_argument("--usage", default="1")
     args = parser.parse_args()
     rates = args.rates.split()
     results = args.results
@@ -143,7 +144,9 @@ def main():
         "the release `bud-gateway` in front of it with a routes file holding one `Engine` deployment and one "
         "API key with request and token limits (checked and charged on every request, set high enough never to refuse; "
         + ("shared through a real `redis-server`" if args.redis else "local lock-free limiter")
-        + "), and usage export to a real `clickhouse-server` (Debian's 18.16) on. "
+        + "), and "
+        + ("usage export to a real `clickhouse-server` (Debian's 18.16) on. " if args.usage != "0"
+           else "usage export **off** (`BENCH_USAGE=0`). ")
         "Every phase runs the same load against the mock directly and through the gateway; "
         "**added = gateway percentile − direct percentile**. "
         f"Concurrency 1: {int(args.sequential):,} requests one after another. Constant rates: {args.duration} s each. "

@@ -6,6 +6,7 @@
 #   gateway/bench/run.sh                      # everything, ~4 minutes of load
 #   BENCH_DURATION=5 BENCH_RATES="1000 2000" gateway/bench/run.sh
 #   BENCH_REDIS=1 gateway/bench/run.sh        # limits shared through a real redis-server
+#   BENCH_USAGE=0 gateway/bench/run.sh        # usage export off (to measure what it costs)
 #
 # Phases, each run direct (load -> mock) and through the gateway (load -> gateway -> mock):
 #   - concurrency 1: BENCH_SEQUENTIAL requests one after the other;
@@ -109,8 +110,10 @@ apiKeys:
       tokensPerMinute: 1000000000000
 EOF
 
-gateway_args=(--listen 127.0.0.1:0 --routes-file "$workdir/routes.yaml" --clickhouse-url "$BUD_TEST_CLICKHOUSE_URL"
-    --clickhouse-database bud_bench --clickhouse-flush-ms 500)
+gateway_args=(--listen 127.0.0.1:0 --routes-file "$workdir/routes.yaml")
+if [ "${BENCH_USAGE:-1}" != 0 ]; then
+    gateway_args+=(--clickhouse-url "$BUD_TEST_CLICKHOUSE_URL" --clickhouse-database bud_bench --clickhouse-flush-ms 500)
+fi
 if [ -n "${BENCH_REDIS:-}" ]; then
     gateway_args+=(--redis-url "$BUD_TEST_REDIS_URL")
 fi
@@ -212,5 +215,5 @@ awk '/^VmHWM/ {print $2}' "/proc/$gateway_pid/status" >"$workdir/results/gateway
 
 python3 "$here/report.py" "$workdir/results" "$report" \
     --command "${BENCH_COMMAND:-gateway/bench/run.sh}" --duration "$duration" --rates "$rates" \
-    --sequential "$sequential" --redis "${BENCH_REDIS:-}" --commit "$(git -C "$repo" rev-parse --short HEAD)"
+    --sequential "$sequential" --redis "${BENCH_REDIS:-}" --usage "${BENCH_USAGE:-1}" --commit "$(git -C "$repo" rev-parse --short HEAD)"
 log "report written to $report"
