@@ -18,6 +18,9 @@ use std::path::{Path, PathBuf};
 /// Above this `tp_size` a row is read as a wide expert-parallel deployment.
 const WIDE_TP: u32 = 8;
 
+/// (tp, pp, attention dp, moe tp, moe ep).
+type Layout = (u32, u32, u32, Option<u32>, Option<u32>);
+
 /// One scenario row, as read from the CSV (all columns kept as text).
 #[derive(Debug, Clone, Default)]
 pub struct ScenarioRow {
@@ -57,6 +60,44 @@ impl ScenarioRow {
                 .get("tp_size")
                 .parse::<u32>()
                 .is_ok_and(|t| t > WIDE_TP)
+    }
+
+    /// (tp, pp, attention dp, moe tp, moe ep) of the row or of one disagg pool.
+    fn layout(&self, prefix: &str) -> Result<Layout> {
+        let col = |k: &str| format!("{prefix}{k}");
+        let mut tp = self.count(&col("tp_size"), 1)?;
+        let pp = self.count(&col("pp_size"), 1)?;
+        let mut dp = self.count(&col("attention_dp_size"), 1)?;
+        let moe_tp = self.num(&col("moe_tp_size"))?.map(|x| x.max(1.0) as u32);
+        let moe_ep = self.num(&col("moe_ep_size"))?.map(|x| x.max(1.0) as u32);
+        if prefix.is_empty() && self.is_wide() && dp == 1 {
+            // Wide expert-parallel deployments (tp_size 12..72 on NVL72 racks) record the
+            // world size as tp_size; attention runs data parallel there (nobody shards
+            // attention 72 ways), so model it as TP1 × DP(world).
+            dp = tp;
+            tp = 1;
+        }
+        let moe_world = moe_tp.unwrap_or(1) * moe_ep.unwrap_or(1);
+        if moe_world > tp * dp && moe_world % (tp * dp) == 0 {
+            // The MoE group spans more devices than attention TP × DP: the remaining devices
+            // run attention data parallel (rows with tp_size 1 and moe_tp_size 2 or 4).
+            dp = moe_world / tp;
+        }
+        Ok((tp, pp, dp, moe_tp, moe_ep))
+    }
+
+    /// Users in the closed loop: `batch_size`, or for disagg rows without it the `_c<N>_`
+    /// part of the id.
+    fn concurrency(&self) -> Result<u32> {
+        if !self.get("batch_size").is_empty() {
+            return self.count("batch_size", 1);
+        }
+        let from_id = self.id().split('_').find_map(|part| {
+            part.strip_prefix('c')
+                .filter(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()))
+                .and_then(|n| n.parse::<u32>().ok())
+        });
+        Ok(from_id.unwrap_or(1).max(1))
     }
 
     /// The row id.
@@ -107,18 +148,7 @@ impl ScenarioRow {
             return Err(Error::invalid("system", "empty"));
         }
         let col = |k: &str| format!("{prefix}{k}");
-        let mut tp = self.count(&col("tp_size"), 1)?;
-        let pp = self.count(&col("pp_size"), 1)?;
-        let mut dp = self.count(&col("attention_dp_size"), 1)?;
-        if self.is_wide() && dp == 1 {
-            // Wide expert-parallel deployments (tp_size 12..72 on NVL72 racks, 64 on B200
-            // clusters) record the world size as tp_size; attention runs data parallel there
-            // (nobody shards attention 72 ways), so model it as TP1 × DP(world).
-            dp = tp;
-            tp = 1;
-        }
-        let moe_tp = self.num(&col("moe_tp_size"))?.map(|x| x.max(1.0) as u32);
-        let moe_ep = self.num(&col("moe_ep_size"))?.map(|x| x.max(1.0) as u32);
+        let (tp, pp, dp, moe_tp, moe_ep) = self.layout(prefix)?;
         let base = self.precision("precision")?;
         let dense = self.precision("gemm_quant_mode")?.or(base);
         let experts = self.precision("moe_quant_mode")?.or(dense);
@@ -161,12 +191,13 @@ impl ScenarioRow {
                     Ok(v)
                 }
             })?,
-            // With attention data parallelism the measured batch is per DP rank.
-            concurrency: self.count("batch_size", 1)?
+            // With attention data parallelism the measured batch is per DP rank (except in
+            // the wide-EP rows, whose batch is the total).
+            concurrency: self.concurrency()?
                 * if self.is_wide() {
                     1
                 } else {
-                    self.count("attention_dp_size", 1)?
+                    self.layout("")?.2
                 },
         })
     }
@@ -322,16 +353,14 @@ pub fn predict_disagg(
     let dec = Resolved::new(&dcfg, &m, acc, params)?;
     let isl = wl.input_tokens as f64;
     let osl = wl.output_tokens as f64;
-    let pbatch = row.count("prefill_batch_size", 1)? as f64;
-    let dbatch = row.count("decode_batch_size", 1)? as f64;
+    // The disagg rows give the per-worker batch sizes (the `_c<N>_` user count in the id is
+    // spread over worker counts the data does not always give, so it is not used here).
+    let prefill_batch = row.count("prefill_batch_size", 1)? as f64;
+    let decode_batch = row.count("decode_batch_size", 1)? as f64;
+    let (t_dec, _) = dec.decode_step(decode_batch * dcfg.attention_dp as f64, isl + osl / 2.0);
     let t_pf = pre.prefill(isl, true)
-        + pre.p.burst_factor * (pbatch - 1.0).max(0.0) / 2.0 * pre.prefill(isl, false);
+        + pre.p.burst_factor * (prefill_batch - 1.0).max(0.0) / 2.0 * pre.prefill(isl, false);
     let kv_transfer = pre.kv_bytes_per_seq(isl) / acc.inter_node_bandwidth;
-    let workers = row.count("decode_num_workers", 1)? as f64;
-    let pworkers = row.count("prefill_num_workers", 1)? as f64;
-    let per_decode = dbatch.max((wl.concurrency as f64 / workers).min(dbatch));
-    let (t_dec, _) = dec.decode_step(per_decode * dcfg.attention_dp as f64, isl + osl / 2.0);
-    let _ = pworkers;
     Ok((
         (t_pf + kv_transfer + dec.p.ttft_step_factor * t_dec) * 1e3,
         t_dec * 1e3,
