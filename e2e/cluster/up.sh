@@ -5,6 +5,9 @@
 # answers, then writes a kubeconfig and an env file.
 #
 #   e2e/cluster/up.sh [NAME]          default NAME=bud
+#   e2e/cluster/up.sh --keep [NAME]   start again a control plane that down.sh stopped, with
+#                                     its state (etcd data, certificates, token, ports) kept:
+#                                     clients and kubeconfigs made for it keep working
 #
 # State (certificates, data, logs, pids, kubeconfig) lives in $BUD_CLUSTER_ROOT/NAME
 # (default .work/clusters/NAME in the checkout). Prints the kubeconfig path. Stop with
@@ -12,6 +15,8 @@
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
+keep=false
+if [ "${1:-}" = --keep ]; then keep=true; shift; fi
 name="${1:-bud}"
 root="${BUD_CLUSTER_ROOT:-$repo/.work/clusters}"
 state="$root/$name"
@@ -24,21 +29,42 @@ if [ -f "$state/pids" ] && "$here/down.sh" --check "$name" >/dev/null 2>&1; then
   echo "$state/kubeconfig"
   exit 0
 fi
-rm -rf "$state"
+if [ "$keep" = true ] && [ -f "$state/ports" ] && [ -f "$state/pki/ca.crt" ]; then
+  # Restart: same ports, certificates, token and data as before.
+  # shellcheck source=/dev/null
+  . "$state/ports"
+  restart=true
+else
+  restart=false
+  rm -rf "$state"
+fi
 mkdir -p "$state"/{pki,etcd,logs}
 : > "$state/pids"
 
 free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
 }
-api_port="${BUD_API_PORT:-$(free_port)}"
-etcd_port="$(free_port)"
-peer_port="$(free_port)"
-kwok_port="$(free_port)"
-# Each control plane gets its own service range so two of them stay distinguishable.
-service_cidr="${BUD_SERVICE_CIDR:-10.96.0.0/16}"
+if [ "$restart" = false ]; then
+  api_port="${BUD_API_PORT:-$(free_port)}"
+  etcd_port="$(free_port)"
+  peer_port="$(free_port)"
+  kwok_port="$(free_port)"
+  # Each control plane gets its own service and pod ranges so two of them stay distinguishable.
+  service_cidr="${BUD_SERVICE_CIDR:-10.96.0.0/16}"
+  pod_cidr="${BUD_DEFAULT_POD_CIDR:-127.200.0.1/16}"
+  cat > "$state/ports" <<PORTS
+api_port=$api_port
+etcd_port=$etcd_port
+peer_port=$peer_port
+kwok_port=$kwok_port
+service_cidr=$service_cidr
+pod_cidr=$pod_cidr
+PORTS
+fi
 
 pki="$state/pki"
+kubeconfig="$state/kubeconfig"
+if [ "$restart" = false ]; then
 openssl_quiet() { openssl "$@" >/dev/null 2>&1; }
 openssl_quiet req -x509 -newkey rsa:2048 -nodes -days 30 -subj "/CN=bud-local-ca" \
   -keyout "$pki/ca.key" -out "$pki/ca.crt"
@@ -56,7 +82,6 @@ token="$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 echo "$token,bud-admin,bud-admin,system:masters" > "$pki/tokens.csv"
 chmod 600 "$pki"/*.key "$pki/tokens.csv"
 
-kubeconfig="$state/kubeconfig"
 cat > "$kubeconfig" <<KC
 apiVersion: v1
 kind: Config
@@ -75,6 +100,7 @@ contexts:
 current-context: $name
 KC
 chmod 600 "$kubeconfig"
+fi
 
 start() { # name, command...
   local n="$1"; shift
@@ -132,7 +158,7 @@ start kube-scheduler "$bin/kube-scheduler" \
 # kwok manages only nodes annotated as fake, so a real cluster's nodes are never touched.
 start kwok "$bin/kwok" --kubeconfig "$kubeconfig" \
   --manage-all-nodes=false --manage-nodes-with-annotation-selector kwok.x-k8s.io/node=fake \
-  --cidr "${BUD_DEFAULT_POD_CIDR:-127.200.0.1/16}" --node-ip 127.0.0.1 --node-port "$kwok_port" \
+  --cidr "$pod_cidr" --node-ip 127.0.0.1 --node-port "$kwok_port" \
   --node-lease-duration-seconds 40
 
 # The default ServiceAccount must exist before pods can be created in a namespace.

@@ -3,5 +3,6 @@
 //! `tests/`; they run against the cluster `KUBECONFIG` names — the local control plane that
 //! `e2e/cluster/up.sh` starts, or any existing cluster.
 
+pub mod control_plane;
 pub mod fleet;
 pub mod harness;

@@ -47,6 +47,20 @@ struct Cli {
     /// Log format: `text` or `json`. Log levels come from RUST_LOG (default `info`).
     #[arg(long, env = "BUD_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
+    /// Endpoint for every AWS API the EKS clusters use (EKS, STS), e.g. a moto server;
+    /// the SDK's regional endpoints when unset.
+    #[arg(long, env = "AWS_ENDPOINT_URL")]
+    aws_endpoint_url: Option<String>,
+    /// Azure AD authority that issues service-principal tokens for AKS clusters.
+    #[arg(long, env = "BUD_AZURE_AUTHORITY_URL", default_value = bud_controllers::budcluster::aks::DEFAULT_AUTHORITY_URL)]
+    azure_authority_url: String,
+    /// Azure Resource Manager endpoint for AKS clusters.
+    #[arg(long, env = "BUD_AZURE_RESOURCE_MANAGER_URL", default_value = bud_controllers::budcluster::aks::DEFAULT_RESOURCE_MANAGER_URL)]
+    azure_resource_manager_url: String,
+    /// Namespace where the kubeconfig Secrets of EKS/AKS clusters are written (defaults to
+    /// the lease namespace, i.e. the operator's own).
+    #[arg(long, env = "BUD_KUBECONFIG_SECRET_NAMESPACE")]
+    kubeconfig_secret_namespace: Option<String>,
 }
 
 struct Health {
@@ -58,6 +72,9 @@ struct Health {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_tracing(&cli.log_format);
+    // Both ring (kube) and aws-lc-rs (the AWS SDK) are linked; pick one for every client
+    // that does not choose its own. Fails only if a provider is already installed.
+    let _ = rustls::crypto::ring::default_provider().install_default();
 
     let client = kube::Client::try_default().await.map_err(|e| {
         anyhow::anyhow!("cannot build a Kubernetes client (in-cluster or KUBECONFIG): {e}")
@@ -133,7 +150,16 @@ async fn main() -> anyhow::Result<()> {
             let _ = stop.wait_for(|s| *s).await;
         }
     };
-    let controllers = bud_controllers::budcluster::run(ctx, stop_signal);
+    let cluster_settings = bud_controllers::budcluster::Settings {
+        aws_endpoint_url: cli.aws_endpoint_url.clone(),
+        azure_authority_url: cli.azure_authority_url.clone(),
+        azure_resource_manager_url: cli.azure_resource_manager_url.clone(),
+        kubeconfig_secret_namespace: cli
+            .kubeconfig_secret_namespace
+            .clone()
+            .unwrap_or_else(|| cli.lease_namespace.clone()),
+    };
+    let controllers = bud_controllers::budcluster::run_with(ctx, cluster_settings, stop_signal);
     let lost = async {
         match &elector {
             Some(elector) => elector.hold().await,

@@ -1,16 +1,30 @@
-//! The `BudCluster` controller. For `type: Local` it reads the nodes of the cluster the
-//! operator runs in and publishes their accelerator inventory in status, keeping it current
-//! as nodes come, go or change. Other types are reported as not handled yet (Ready=False,
-//! reason `TypeNotSupported`) rather than silently ignored.
+//! The `BudCluster` controller: it publishes the accelerator inventory of every cluster
+//! models may run on, and creates the clusters it owns.
 //!
-//! The plan (`inventory_from_nodes`, `plan_status`) is pure; `reconcile` only reads the node
-//! cache and the server version, patches status when something other than time changed, and
-//! records an Event when the inventory changes.
+//! - `Local` (this module): the nodes of the cluster the operator runs in.
+//! - `Kubeconfig` ([`kubeconfig`]): an existing cluster reached through a kubeconfig Secret;
+//!   one background task per cluster follows its nodes, so clusters never wait on each other.
+//! - `EKS` ([`eks`]) and `AKS` ([`aks`]): created through the cloud's API, then connected like
+//!   `Kubeconfig` through the kubeconfig Secret the operator writes; deleted behind a finalizer.
+//!
+//! Every type ends in the same pure [`plan_status`] (inventory, `Ready` with a reason that
+//! names the blocker). [`cluster_client`] gives other controllers a client for a Ready cluster.
+
+pub mod aks;
+mod client;
+pub mod eks;
+pub mod kubeconfig;
+
+pub use client::{ClusterClientError, KUBECONFIG_KEY, cluster_client, cluster_client_for};
 
 use crate::quantity::{format_cpu, format_memory, parse_count, parse_milli};
 use crate::{Context, Error, FIELD_MANAGER, Result};
-use bud_crds::budcluster::{AcceleratorInventory, ClusterType, CpuInventory};
-use bud_crds::conditions::{READY, differ_ignoring_time, new_condition, set_condition};
+use bud_crds::budcluster::{
+    AcceleratorInventory, ClusterType, CpuInventory, NamespacedSecretName, ProvisioningStatus,
+};
+use bud_crds::conditions::{
+    Condition, READY, differ_ignoring_time, find_condition, new_condition, set_condition,
+};
 use bud_crds::{BudCluster, BudClusterStatus};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Node;
@@ -22,7 +36,7 @@ use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -195,11 +209,38 @@ pub fn accelerator_summary(accelerators: &[AcceleratorInventory]) -> String {
         .join(", ")
 }
 
+/// Why a cluster is not usable: the `Ready=False` reason and a message a platform engineer
+/// can act on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Blocker {
+    pub reason: &'static str,
+    pub message: String,
+}
+
+impl Blocker {
+    pub fn new(reason: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            reason,
+            message: message.into(),
+        }
+    }
+}
+
 /// What reconcile observed.
 #[derive(Clone, Debug, Default)]
 pub struct Observed {
-    pub inventory: Inventory,
+    /// The inventory read from the nodes; `None` keeps the one in status (a cluster that is
+    /// unreachable keeps showing what it had, with `Ready=False`).
+    pub inventory: Option<Inventory>,
     pub kubernetes_version: Option<String>,
+    /// Why the cluster cannot be used; `None` when it is Ready.
+    pub blocker: Option<Blocker>,
+    /// Progress of creating or deleting an EKS/AKS cluster.
+    pub provisioning: Option<ProvisioningStatus>,
+    /// The `Provisioned` condition of an EKS/AKS cluster.
+    pub provisioned: Option<Condition>,
+    /// The kubeconfig Secret the operator wrote for an EKS/AKS cluster.
+    pub kubeconfig_secret: Option<NamespacedSecretName>,
 }
 
 /// The status a BudCluster should have, given what was observed. Keeps the previous
@@ -211,52 +252,57 @@ pub fn plan_status(cluster: &BudCluster, observed: &Observed, now: Timestamp) ->
     let mut status = BudClusterStatus {
         conditions: previous.conditions.clone(),
         observed_generation: generation,
-        ..Default::default()
+        kubernetes_version: previous.kubernetes_version.clone(),
+        node_count: previous.node_count,
+        ready_node_count: previous.ready_node_count,
+        accelerators: previous.accelerators.clone(),
+        accelerator_summary: previous.accelerator_summary.clone(),
+        cpu: previous.cpu.clone(),
+        provisioning: observed.provisioning.clone(),
+        kubeconfig_secret: observed.kubeconfig_secret.clone(),
+        last_sync_time: previous.last_sync_time.clone(),
     };
-    if cluster.spec.type_ != ClusterType::Local {
-        set_condition(
-            &mut status.conditions,
-            new_condition(
-                READY,
-                false,
-                "TypeNotSupported",
-                format!(
-                    "spec.type {} is not handled by this operator version yet; only Local clusters are connected",
-                    cluster.spec.type_.as_str()
-                ),
-                generation,
-                now,
-            ),
-        );
-        return status;
+    if let Some(inv) = &observed.inventory {
+        status.node_count = inv.node_count;
+        status.ready_node_count = inv.ready_node_count;
+        status.accelerators = inv.accelerators.clone();
+        status.accelerator_summary = Some(accelerator_summary(&inv.accelerators));
+        status.cpu = inv.cpu.clone();
     }
-    let inv = &observed.inventory;
-    status.kubernetes_version = observed.kubernetes_version.clone();
-    status.node_count = inv.node_count;
-    status.ready_node_count = inv.ready_node_count;
-    status.accelerators = inv.accelerators.clone();
-    status.accelerator_summary = Some(accelerator_summary(&inv.accelerators));
-    status.cpu = inv.cpu.clone();
-    let total: i64 = inv.accelerators.iter().map(|a| a.count).sum();
-    set_condition(
-        &mut status.conditions,
-        new_condition(
+    if observed.kubernetes_version.is_some() {
+        status.kubernetes_version = observed.kubernetes_version.clone();
+    }
+    if let Some(provisioned) = &observed.provisioned {
+        set_condition(&mut status.conditions, provisioned.clone());
+    }
+    let ready = match &observed.blocker {
+        Some(blocker) => new_condition(
             READY,
-            true,
-            "InventoryCurrent",
-            format!(
-                "{} nodes ({} ready), {} accelerators",
-                inv.node_count, inv.ready_node_count, total
-            ),
+            false,
+            blocker.reason,
+            blocker.message.clone(),
             generation,
             now,
         ),
-    );
-    status.last_sync_time = if inventory_changed(&previous, &status) {
-        Some(Time(now))
-    } else {
-        previous.last_sync_time.clone()
+        None => {
+            let total: i64 = status.accelerators.iter().map(|a| a.count).sum();
+            new_condition(
+                READY,
+                true,
+                "InventoryCurrent",
+                format!(
+                    "{} nodes ({} ready), {} accelerators",
+                    status.node_count, status.ready_node_count, total
+                ),
+                generation,
+                now,
+            )
+        }
     };
+    set_condition(&mut status.conditions, ready);
+    if observed.inventory.is_some() && inventory_changed(&previous, &status) {
+        status.last_sync_time = Some(Time(now));
+    }
     status
 }
 
@@ -272,13 +318,106 @@ fn status_changed(old: &BudClusterStatus, new: &BudClusterStatus) -> bool {
     inventory_changed(old, new)
         || old.observed_generation != new.observed_generation
         || old.accelerator_summary != new.accelerator_summary
+        || old.kubeconfig_secret != new.kubeconfig_secret
+        || provisioning_changed(old.provisioning.as_ref(), new.provisioning.as_ref())
         || differ_ignoring_time(&old.conditions, &new.conditions)
 }
 
-/// Controller state beyond [`Context`]: the node cache.
+fn provisioning_changed(
+    old: Option<&ProvisioningStatus>,
+    new: Option<&ProvisioningStatus>,
+) -> bool {
+    match (old, new) {
+        (Some(a), Some(b)) => {
+            a.phase != b.phase || a.cloud_id != b.cloud_id || a.message != b.message
+        }
+        (a, b) => a.is_some() != b.is_some(),
+    }
+}
+
+/// Operator settings for the cluster types that talk to clouds.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Overrides the AWS endpoints (EKS and STS), e.g. a moto server in tests.
+    pub aws_endpoint_url: Option<String>,
+    /// Azure AD authority, `https://login.microsoftonline.com` in the public cloud.
+    pub azure_authority_url: String,
+    /// Azure Resource Manager, `https://management.azure.com` in the public cloud.
+    pub azure_resource_manager_url: String,
+    /// Namespace where the operator writes the kubeconfig Secrets of EKS/AKS clusters.
+    pub kubeconfig_secret_namespace: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            aws_endpoint_url: None,
+            azure_authority_url: aks::DEFAULT_AUTHORITY_URL.to_owned(),
+            azure_resource_manager_url: aks::DEFAULT_RESOURCE_MANAGER_URL.to_owned(),
+            kubeconfig_secret_namespace: "default".to_owned(),
+        }
+    }
+}
+
+/// Controller state beyond [`Context`]: the node cache, the remote connections, settings.
 pub struct State {
     pub ctx: Arc<Context>,
     pub nodes: Store<Node>,
+    pub connections: kubeconfig::Connections,
+    pub settings: Settings,
+}
+
+/// How often clusters reached through a kubeconfig are reconciled even when nothing
+/// changed: re-reads the Secret, so rotated credentials are picked up within this time.
+const KUBECONFIG_RESYNC: Duration = Duration::from_secs(30);
+
+/// Connects (or keeps connected) a cluster through the kubeconfig in `secret_ref` and
+/// returns what its connection task last saw. Never waits on the remote cluster.
+pub(crate) async fn observe_through_kubeconfig(
+    state: &State,
+    cluster: &BudCluster,
+    secret_ref: &bud_crds::common::NamespacedSecretKeyRef,
+    context: Option<&str>,
+) -> Observed {
+    let name = cluster.name_any();
+    let source =
+        match kubeconfig::read_kubeconfig_secret(&state.ctx.client, secret_ref, context).await {
+            Ok(source) => source,
+            Err(blocker) => {
+                state.connections.disconnect(&name);
+                return Observed {
+                    blocker: Some(blocker),
+                    ..Default::default()
+                };
+            }
+        };
+    let client = if state.connections.is_current(&name, &source.fingerprint) {
+        None
+    } else {
+        match kubeconfig::client_from(&source).await {
+            Ok(client) => Some(client),
+            Err(blocker) => {
+                state.connections.disconnect(&name);
+                return Observed {
+                    blocker: Some(blocker),
+                    ..Default::default()
+                };
+            }
+        }
+    };
+    let namespace = kubeconfig::workload_namespace(cluster);
+    let snapshot = state.connections.snapshot(
+        &name,
+        &source,
+        || client.unwrap_or_else(|| state.ctx.client.clone()),
+        &namespace,
+    );
+    Observed {
+        blocker: snapshot.blocker(&namespace),
+        inventory: snapshot.inventory,
+        kubernetes_version: snapshot.kubernetes_version,
+        ..Default::default()
+    }
 }
 
 /// Reconciles one BudCluster.
@@ -290,19 +429,44 @@ pub async fn reconcile(cluster: Arc<BudCluster>, state: Arc<State>) -> Result<Ac
     };
     ctx.metrics.reconciles.get_or_create(&labels).inc();
     let name = cluster.name_any();
+    let now = Timestamp::now();
 
-    let observed = if cluster.spec.type_ == ClusterType::Local {
-        let nodes = state.nodes.state();
-        let version = ctx.client.apiserver_version().await?;
-        Observed {
-            inventory: inventory_from_nodes(nodes.iter().map(|n| n.as_ref())),
-            kubernetes_version: Some(version.git_version),
+    let (observed, requeue) = match cluster.spec.type_ {
+        ClusterType::Local => {
+            let nodes = state.nodes.state();
+            let version = ctx.client.apiserver_version().await?;
+            let observed = Observed {
+                inventory: Some(inventory_from_nodes(nodes.iter().map(|n| n.as_ref()))),
+                kubernetes_version: Some(version.git_version),
+                ..Default::default()
+            };
+            // Node changes trigger reconciles; the periodic requeue refreshes the version.
+            (observed, Duration::from_secs(300))
         }
-    } else {
-        Observed::default()
+        ClusterType::Kubeconfig => {
+            let source = cluster.spec.kubeconfig.as_ref().ok_or_else(|| {
+                Error::InvalidSpec("spec.kubeconfig is required for type Kubeconfig".into())
+            })?;
+            let observed = observe_through_kubeconfig(
+                &state,
+                &cluster,
+                &source.secret_ref,
+                source.context.as_deref(),
+            )
+            .await;
+            (observed, KUBECONFIG_RESYNC)
+        }
+        ClusterType::Eks => match eks::reconcile(&cluster, &state, now).await? {
+            Some(step) => step,
+            None => return Ok(Action::await_change()),
+        },
+        ClusterType::Aks => match aks::reconcile(&cluster, &state, now).await? {
+            Some(step) => step,
+            None => return Ok(Action::await_change()),
+        },
     };
     let previous = cluster.status.clone().unwrap_or_default();
-    let status = plan_status(&cluster, &observed, Timestamp::now());
+    let status = plan_status(&cluster, &observed, now);
 
     if status_changed(&previous, &status) {
         let api: Api<BudCluster> = Api::all(ctx.client.clone());
@@ -317,22 +481,7 @@ pub async fn reconcile(cluster: Arc<BudCluster>, state: Arc<State>) -> Result<Ac
             &Patch::Apply(&patch),
         )
         .await?;
-        if inventory_changed(&previous, &status) && cluster.spec.type_ == ClusterType::Local {
-            let note = format!(
-                "{}; CPU-only nodes: {}",
-                status.accelerator_summary.clone().unwrap_or_default(),
-                status.cpu.as_ref().map_or(0, |c| c.nodes)
-            );
-            publish(
-                ctx,
-                &cluster,
-                EventType::Normal,
-                "InventoryChanged",
-                "ReadNodes",
-                note,
-            )
-            .await;
-        }
+        record_transitions(ctx, &cluster, &previous, &status).await;
     }
     for acc in &status.accelerators {
         ctx.metrics
@@ -348,11 +497,67 @@ pub async fn reconcile(cluster: Arc<BudCluster>, state: Arc<State>) -> Result<Ac
         .reconcile_duration
         .get_or_create(&labels)
         .observe(started.elapsed().as_secs_f64());
-    // Node changes trigger reconciles; the periodic requeue refreshes the server version.
-    Ok(Action::requeue(Duration::from_secs(300)))
+    Ok(Action::requeue(requeue))
 }
 
-async fn publish(
+/// Events for what a person watching the cluster wants to know: Ready flipping or changing
+/// reason, the inventory changing, provisioning moving to another phase.
+async fn record_transitions(
+    ctx: &Context,
+    cluster: &BudCluster,
+    previous: &BudClusterStatus,
+    status: &BudClusterStatus,
+) {
+    let old_ready = find_condition(&previous.conditions, READY);
+    let new_ready = find_condition(&status.conditions, READY);
+    if let Some(new) = new_ready
+        && old_ready.is_none_or(|old| old.status != new.status || old.reason != new.reason)
+    {
+        let (type_, reason) = if new.status == "True" {
+            (EventType::Normal, "Ready")
+        } else {
+            (EventType::Warning, new.reason.as_str())
+        };
+        publish(ctx, cluster, type_, reason, "Connect", new.message.clone()).await;
+    }
+    let old_phase = previous.provisioning.as_ref().map(|p| p.phase);
+    if let Some(p) = &status.provisioning
+        && old_phase != Some(p.phase)
+    {
+        let type_ = if p.phase == bud_crds::budcluster::ProvisioningPhase::Failed {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        };
+        publish(
+            ctx,
+            cluster,
+            type_,
+            &format!("{:?}", p.phase),
+            "Provision",
+            p.message.clone().unwrap_or_default(),
+        )
+        .await;
+    }
+    if inventory_changed(previous, status) && new_ready.is_some_and(|c| c.status == "True") {
+        let note = format!(
+            "{}; CPU-only nodes: {}",
+            status.accelerator_summary.clone().unwrap_or_default(),
+            status.cpu.as_ref().map_or(0, |c| c.nodes)
+        );
+        publish(
+            ctx,
+            cluster,
+            EventType::Normal,
+            "InventoryChanged",
+            "ReadNodes",
+            note,
+        )
+        .await;
+    }
+}
+
+pub(crate) async fn publish(
     ctx: &Context,
     cluster: &BudCluster,
     type_: EventType,
@@ -389,9 +594,39 @@ pub fn error_policy(cluster: Arc<BudCluster>, error: &Error, state: Arc<State>) 
     Action::requeue(delay)
 }
 
-/// Runs the controller until `shutdown` resolves.
+/// Runs the controller until `shutdown` resolves, with settings from the environment
+/// ([`Settings::from_env`]).
 pub async fn run(
     ctx: Arc<Context>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    run_with(ctx, Settings::from_env(), shutdown).await
+}
+
+impl Settings {
+    /// Settings from `AWS_ENDPOINT_URL`, `BUD_AZURE_AUTHORITY_URL`,
+    /// `BUD_AZURE_RESOURCE_MANAGER_URL` and `BUD_KUBECONFIG_SECRET_NAMESPACE` (else
+    /// `POD_NAMESPACE`, else `default`).
+    pub fn from_env() -> Self {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        let defaults = Self::default();
+        Self {
+            aws_endpoint_url: var("AWS_ENDPOINT_URL"),
+            azure_authority_url: var("BUD_AZURE_AUTHORITY_URL")
+                .unwrap_or(defaults.azure_authority_url),
+            azure_resource_manager_url: var("BUD_AZURE_RESOURCE_MANAGER_URL")
+                .unwrap_or(defaults.azure_resource_manager_url),
+            kubeconfig_secret_namespace: var("BUD_KUBECONFIG_SECRET_NAMESPACE")
+                .or_else(|| var("POD_NAMESPACE"))
+                .unwrap_or(defaults.kubeconfig_secret_namespace),
+        }
+    }
+}
+
+/// Runs the controller with explicit settings until `shutdown` resolves.
+pub async fn run_with(
+    ctx: Arc<Context>,
+    settings: Settings,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let client = ctx.client.clone();
@@ -406,20 +641,50 @@ pub async fn run(
         .with_config(ControllerConfig::default().debounce(Duration::from_millis(500)));
     let cluster_store = controller.store();
     // Any node change may change every Local cluster's inventory.
+    let local_store = cluster_store.clone();
     let local_clusters = move |_node: Node| {
-        cluster_store
+        local_store
             .state()
             .into_iter()
             .filter(|c| c.spec.type_ == ClusterType::Local)
             .map(|c| ObjectRef::from_obj(c.as_ref()))
             .collect::<Vec<_>>()
     };
+    // Connection tasks of remote clusters poke their BudCluster through this channel.
+    let (remote_tx, remote_rx) = futures::channel::mpsc::unbounded();
     let state = Arc::new(State {
         ctx,
         nodes: node_store,
+        connections: kubeconfig::Connections::new(remote_tx),
+        settings,
     });
+    // Deleted BudClusters get no reconcile; close their connections here.
+    let sweeper = {
+        let state = state.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(10));
+            loop {
+                every.tick().await;
+                if cluster_store.state().is_empty() && !state.connections.is_empty() {
+                    // The store may not be filled yet right after a restart; only sweep
+                    // once it answers.
+                    if cluster_store.wait_until_ready().await.is_err() {
+                        continue;
+                    }
+                }
+                let names: HashSet<String> = cluster_store
+                    .state()
+                    .iter()
+                    .filter(|c| c.metadata.deletion_timestamp.is_none())
+                    .map(|c| c.name_any())
+                    .collect();
+                state.connections.retain(&names);
+            }
+        })
+    };
     controller
         .watches_stream(node_events, local_clusters)
+        .reconcile_on(remote_rx)
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, state)
         .for_each(|result| async move {
@@ -428,6 +693,7 @@ pub async fn run(
             }
         })
         .await;
+    sweeper.abort();
 }
 
 #[cfg(test)]
@@ -580,8 +846,9 @@ mod tests {
     #[test]
     fn local_status_reports_inventory_and_is_stable_when_nothing_changes() {
         let observed = Observed {
-            inventory: inventory_from_nodes(&[h100("h100-0", true)]),
+            inventory: Some(inventory_from_nodes(&[h100("h100-0", true)])),
             kubernetes_version: Some("v1.33.13".into()),
+            ..Default::default()
         };
         let mut c = cluster(ClusterType::Local);
         let first = plan_status(&c, &observed, at(100));
@@ -610,7 +877,10 @@ mod tests {
         assert!(!status_changed(&first, &second));
 
         let grown = Observed {
-            inventory: inventory_from_nodes(&[h100("h100-0", true), h100("h100-1", true)]),
+            inventory: Some(inventory_from_nodes(&[
+                h100("h100-0", true),
+                h100("h100-1", true),
+            ])),
             ..observed
         };
         let third = plan_status(&c, &grown, at(300));
@@ -624,14 +894,61 @@ mod tests {
     }
 
     #[test]
-    fn other_types_say_they_are_not_handled() {
-        let status = plan_status(&cluster(ClusterType::Eks), &Observed::default(), at(1));
-        let ready = &status.conditions[0];
+    fn a_blocked_cluster_keeps_its_last_inventory_with_the_reason() {
+        let mut c = cluster(ClusterType::Kubeconfig);
+        let observed = Observed {
+            inventory: Some(inventory_from_nodes(&[h100("h100-0", true)])),
+            kubernetes_version: Some("v1.33.13".into()),
+            ..Default::default()
+        };
+        let ready = plan_status(&c, &observed, at(100));
+        c.status = Some(ready.clone());
+        let down = Observed {
+            blocker: Some(Blocker::new(
+                "Unreachable",
+                "cannot reach https://x: refused",
+            )),
+            ..Default::default()
+        };
+        let status = plan_status(&c, &down, at(200));
+        let cond = &status.conditions[0];
         assert_eq!(
-            (ready.status.as_str(), ready.reason.as_str()),
-            ("False", "TypeNotSupported")
+            (cond.status.as_str(), cond.reason.as_str()),
+            ("False", "Unreachable")
         );
-        assert!(ready.message.contains("EKS"), "{}", ready.message);
+        assert_eq!(cond.last_transition_time.0, at(200));
+        assert_eq!(
+            status.accelerators, ready.accelerators,
+            "last inventory kept"
+        );
+        assert_eq!(status.kubernetes_version.as_deref(), Some("v1.33.13"));
+        assert_eq!(status.last_sync_time, Some(Time(at(100))));
+        assert!(status_changed(&ready, &status));
+
+        c.status = Some(status.clone());
+        let back = plan_status(&c, &observed, at(300));
+        assert_eq!(back.conditions[0].status, "True");
+        assert_eq!(back.conditions[0].last_transition_time.0, at(300));
+        assert_eq!(
+            back.last_sync_time,
+            Some(Time(at(100))),
+            "same inventory: no new sync time"
+        );
+    }
+
+    #[test]
+    fn never_connected_clusters_show_an_empty_inventory() {
+        let status = plan_status(
+            &cluster(ClusterType::Kubeconfig),
+            &Observed {
+                blocker: Some(Blocker::new("Connecting", "connecting")),
+                ..Default::default()
+            },
+            at(1),
+        );
+        assert_eq!(status.node_count, 0);
         assert!(status.accelerators.is_empty());
+        assert_eq!(status.accelerator_summary, None);
+        assert_eq!(status.conditions[0].reason, "Connecting");
     }
 }

@@ -1,0 +1,24 @@
+//! `type: EKS`.
+
+use super::{Blocker, Observed, State};
+use crate::Result;
+use bud_crds::BudCluster;
+use k8s_openapi::jiff::Timestamp;
+use std::time::Duration;
+
+pub async fn reconcile(
+    _cluster: &BudCluster,
+    _state: &State,
+    _now: Timestamp,
+) -> Result<Option<(Observed, Duration)>> {
+    Ok(Some((
+        Observed {
+            blocker: Some(Blocker::new(
+                "TypeNotSupported",
+                "EKS is not implemented yet",
+            )),
+            ..Default::default()
+        },
+        Duration::from_secs(300),
+    )))
+}
