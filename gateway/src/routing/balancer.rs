@@ -151,7 +151,10 @@ pub fn pick_endpoint(
                 b += 1;
             }
             let (a, b) = (nth(a)?, nth(b)?);
-            Some(if b.cost() < a.cost() { b } else { a })
+            let (cost_a, cost_b) = (a.cost(), b.cost());
+            // Costs within 25% of each other are a tie: keep the random first pick, so equally
+            // good endpoints share traffic instead of the marginally faster one taking all.
+            Some(if cost_b * 5 < cost_a * 4 { b } else { a })
         }
     }
 }
@@ -204,6 +207,18 @@ mod tests {
         b.record_success(Duration::from_millis(1));
         let both = vec![a, b.clone()];
         assert!(Arc::ptr_eq(&pick_endpoint(&both, &[]).unwrap(), &b));
+    }
+
+    #[test]
+    fn similar_endpoints_share_sequential_traffic() {
+        let (a, b) = (ep("a"), ep("b"));
+        a.record_success(Duration::from_micros(1000));
+        b.record_success(Duration::from_micros(1100));
+        let both = vec![a.clone(), b.clone()];
+        let picked_b = (0..400)
+            .filter(|_| Arc::ptr_eq(&pick_endpoint(&both, &[]).unwrap(), &b))
+            .count();
+        assert!((100..300).contains(&picked_b), "{picked_b}");
     }
 
     #[test]
