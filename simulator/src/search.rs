@@ -137,6 +137,8 @@ pub struct Recommendation {
     pub engine: Engine,
     /// Max sequences per replica.
     pub max_batch: u32,
+    /// Expert-parallel size for MoE models (1: experts sliced by tensor parallelism).
+    pub expert_parallel: u32,
     /// Predicted metrics of one replica at its share of the load.
     pub prediction: Prediction,
     /// Output tokens/s over all replicas.
@@ -185,6 +187,8 @@ struct Shape {
     tp: u32,
     pp: u32,
     max_batch: Option<u32>,
+    /// Experts spread over the TP group (expert parallel) instead of sliced (MoE TP).
+    expert_parallel: bool,
 }
 
 struct Ctx<'a> {
@@ -214,8 +218,8 @@ impl Ctx<'_> {
             tp: s.tp,
             pp: s.pp,
             attention_dp: 1,
-            moe_tp: None,
-            moe_ep: None,
+            moe_tp: s.expert_parallel.then_some(1),
+            moe_ep: s.expert_parallel.then_some(s.tp),
             precision: Some(s.precision),
             expert_precision: Some(s.precision),
             kv_precision: None,
@@ -262,6 +266,7 @@ impl Ctx<'_> {
             precision: s.precision,
             engine: s.engine,
             max_batch: s.max_batch.unwrap_or(pred.max_concurrency.max(1)),
+            expert_parallel: if s.expert_parallel { s.tp } else { 1 },
             total_tokens_per_s: total_tps,
             cost_per_hour: cost,
             tokens_per_dollar: if cost > 0.0 {
@@ -425,7 +430,15 @@ fn shapes(ctx: &Ctx) -> Vec<Shape> {
                         if tp * pp > *count || pp > ctx.model.num_layers {
                             continue;
                         }
-                        for max_batch in [None, Some(64), Some(256)] {
+                        let ep_options: &[bool] = if ctx.model.is_moe() && tp > 1 {
+                            &[false, true]
+                        } else {
+                            &[false]
+                        };
+                        for (&expert_parallel, max_batch) in ep_options
+                            .iter()
+                            .flat_map(|ep| [None, Some(64), Some(256)].map(|mb| (ep, mb)))
+                        {
                             out.push(Shape {
                                 pool: i,
                                 engine,
@@ -433,6 +446,7 @@ fn shapes(ctx: &Ctx) -> Vec<Shape> {
                                 tp,
                                 pp,
                                 max_batch,
+                                expert_parallel,
                             });
                         }
                     }
@@ -784,6 +798,7 @@ pub fn plan_with(req: &PlanRequest, params: &FittedParams) -> Result<PlanResult>
             r.pp,
             r.precision,
             r.replicas,
+            r.expert_parallel,
         ))
     });
     // Pareto front over (cost, e2e latency).
