@@ -126,6 +126,9 @@ enum Command {
     BenchPlan {
         #[arg(long, default_value_t = 20)]
         iterations: u32,
+        /// Force the NSGA-II search instead of the exhaustive one.
+        #[arg(long)]
+        genetic: bool,
     },
     /// List the hardware and model catalogs.
     Catalog,
@@ -542,8 +545,14 @@ fn run(cli: Cli) -> Result<(), String> {
             println!("{}", evaluate(&samples, &params).to_markdown());
             Ok(())
         }
-        Command::BenchPlan { iterations } => {
-            let req = bench_request();
+        Command::BenchPlan {
+            iterations,
+            genetic,
+        } => {
+            let mut req = bench_request();
+            if genetic {
+                req.search = SearchMode::Genetic;
+            }
             let mut times = Vec::new();
             let mut result = None;
             for _ in 0..iterations.max(1) {
@@ -554,7 +563,8 @@ fn run(cli: Cli) -> Result<(), String> {
             times.sort_by(f64::total_cmp);
             let r = result.expect("at least one iteration");
             println!(
-                "plan Llama-3.1-70B over 6 accelerator pools: evaluated {} candidates, {} recommendations; min {:.2} ms, median {:.2} ms, max {:.2} ms over {} runs",
+                "plan Llama-3.1-70B over 6 accelerator pools ({}): evaluated {} candidates, {} recommendations; min {:.2} ms, median {:.2} ms, max {:.2} ms over {} runs",
+                r.strategy,
                 r.evaluated,
                 r.recommendations.len(),
                 times[0],
