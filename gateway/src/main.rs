@@ -151,6 +151,7 @@ async fn shutdown_signal() {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    let _ = rustls::crypto::ring::default_provider().install_default();
     // Before the runtime: the OTLP exporter's blocking client must not live inside it.
     let telemetry = bud_gateway::telemetry::init(args.log_json, args.otlp_endpoint.as_deref())?;
     let tracing = telemetry.tracing_enabled();

@@ -362,7 +362,9 @@ fn unary_response(
         if let Some(usage) = body.get("usage") {
             record.take_anthropic_usage(usage);
         }
-        body["model"] = Value::String(model.to_string());
+        if let Some(m) = body.get_mut("model") {
+            *m = Value::String(model.to_string());
+        }
         return Json(body).into_response();
     }
     if let Some(usage) = body.get("usage") {

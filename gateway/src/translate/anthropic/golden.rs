@@ -121,3 +121,98 @@ fn golden_fixtures() {
         );
     }
 }
+
+mod never_panics {
+    use proptest::prelude::*;
+    use serde_json::{Map, Value};
+
+    use super::super::*;
+
+    fn json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            prop_oneof![
+                Just("user"),
+                Just("assistant"),
+                Just("system"),
+                Just("tool"),
+                Just("text"),
+                Just("image_url"),
+                Just("tool_use"),
+                Just("tool_result"),
+                Just("image"),
+                Just("message_start"),
+                Just("content_block_start"),
+                Just("content_block_delta"),
+                Just("message_delta"),
+                Just("message_stop"),
+                Just("error"),
+                Just("x"),
+            ]
+            .prop_map(|s| Value::String(s.to_string())),
+        ];
+        leaf.prop_recursive(4, 64, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::vec(
+                    (
+                        prop_oneof![
+                            Just("role"),
+                            Just("content"),
+                            Just("messages"),
+                            Just("type"),
+                            Just("text"),
+                            Just("tool_calls"),
+                            Just("function"),
+                            Just("arguments"),
+                            Just("tools"),
+                            Just("tool_choice"),
+                            Just("system"),
+                            Just("delta"),
+                            Just("index"),
+                            Just("message"),
+                            Just("usage"),
+                            Just("choices"),
+                            Just("source"),
+                            Just("image_url"),
+                            Just("url"),
+                            Just("input"),
+                            Just("content_block"),
+                            Just("stop"),
+                            Just("max_tokens"),
+                            Just("n"),
+                        ],
+                        inner,
+                    ),
+                    0..5,
+                )
+                .prop_map(|kv| Value::Object(
+                    kv.into_iter()
+                        .map(|(k, v)| (k.to_string(), v))
+                        .collect::<Map<_, _>>()
+                )),
+            ]
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn translations_never_panic(value in json(), events in prop::collection::vec(json(), 0..6)) {
+            let _ = openai_request_to_anthropic(&value);
+            let _ = anthropic_request_to_openai(&value);
+            let _ = anthropic_response_to_openai(&value, 0);
+            let _ = openai_response_to_anthropic(&value, "m");
+            let mut to_openai = AnthropicToOpenAiStream::new(0);
+            let mut to_anthropic = OpenAiToAnthropicStream::new("m");
+            for event in &events {
+                let _ = to_openai.on_event(event);
+                let _ = to_anthropic.on_chunk(event);
+            }
+            let _ = to_anthropic.finish();
+        }
+    }
+}
