@@ -465,6 +465,7 @@ impl Pacer {
 }
 
 struct Timing {
+    prompt: u32,
     prefill_s: f64,
     prefill_work_s: f64,
 }
@@ -473,23 +474,61 @@ impl Emulator {
     fn timing(&self, prompt: u32) -> Timing {
         let r = self.resolved();
         Timing {
+            prompt,
             prefill_s: r.prefill(prompt as f64, true),
             prefill_work_s: r.prefill(prompt as f64, false),
         }
     }
 
-    /// Seconds until the next token for a request at `ctx` tokens with `running` requests.
+    /// Multiplier of the learned correction (TPOT or TTFT) at this load, 1 without one.
+    fn correction(
+        &self,
+        running: f64,
+        t: &Timing,
+        max_tokens: u32,
+        step: f64,
+        tpot: f64,
+        ttft: bool,
+    ) -> f64 {
+        let Some(c) = &self.cfg.params.correction else {
+            return 1.0;
+        };
+        let Some(model) = (if ttft {
+            c.ttft.as_ref()
+        } else {
+            c.tpot.as_ref()
+        }) else {
+            return 1.0;
+        };
+        let w = crate::perf::Workload {
+            input_tokens: t.prompt.max(1),
+            output_tokens: max_tokens.max(1),
+            concurrency: running.max(1.0) as u32,
+        };
+        let features = self.resolved().features(&w, running, step, tpot);
+        model.predict(&features).clamp(-1.5, 1.5).exp()
+    }
+
+    /// Seconds until the next token for a request at `ctx` tokens with `running` requests:
+    /// the same TPOT the performance model predicts at this load.
     fn token_gap(&self, running: f64, ctx: f64, t: &Timing, max_tokens: u32) -> f64 {
         let r = self.resolved();
         let (step, _) = r.decode_step(running, ctx);
-        step + r.p.mix_factor * (running - 1.0).max(0.0) * t.prefill_work_s
-            / max_tokens.max(1) as f64
+        let tpot = step
+            + r.p.mix_factor * (running - 1.0).max(0.0) * t.prefill_work_s
+                / max_tokens.max(1) as f64;
+        tpot * self.correction(running, t, max_tokens, step, tpot, false)
     }
 
-    fn first_token_delay(&self, running: f64, ctx: f64, t: &Timing) -> f64 {
+    /// Seconds to the first token once admitted (the emulator's own queue adds the wait).
+    fn first_token_delay(&self, running: f64, ctx: f64, t: &Timing, max_tokens: u32) -> f64 {
         let r = self.resolved();
         let (step, _) = r.decode_step(running, ctx);
-        t.prefill_s + r.p.ttft_step_factor * step
+        let tpot = step
+            + r.p.mix_factor * (running - 1.0).max(0.0) * t.prefill_work_s
+                / max_tokens.max(1) as f64;
+        (t.prefill_s + r.p.ttft_step_factor * step)
+            * self.correction(running, t, max_tokens, step, tpot, true)
     }
 }
 
@@ -558,7 +597,12 @@ async fn handle(emu: Arc<Emulator>, body: Option<Json<Value>>, chat: bool) -> Re
     let mut pacer = Pacer {
         owed: Duration::ZERO,
     };
-    let first = emu.first_token_delay(adm.running(), req.prompt_tokens as f64, &timing);
+    let first = emu.first_token_delay(
+        adm.running(),
+        req.prompt_tokens as f64,
+        &timing,
+        req.max_tokens,
+    );
     pacer.owe(emu.scaled(first), false).await;
     let ttft = start.elapsed().as_secs_f64();
     let mut text = String::new();
@@ -643,7 +687,12 @@ async fn stream_task(
     let mut pacer = Pacer {
         owed: Duration::ZERO,
     };
-    let first = emu.first_token_delay(adm.running(), req.prompt_tokens as f64, &timing);
+    let first = emu.first_token_delay(
+        adm.running(),
+        req.prompt_tokens as f64,
+        &timing,
+        req.max_tokens,
+    );
     pacer.owe(emu.scaled(first), true).await;
     if chat && !send(chunk(&id, created, &req.model, chat, Some(""), true, None)).await {
         return;
