@@ -147,12 +147,15 @@ def main():
         + "), and "
         + ("usage export to a real `clickhouse-server` (Debian's 18.16) on. " if args.usage != "0"
            else "usage export **off** (`BENCH_USAGE=0`). ")
+        +
         "Every phase runs the same load against the mock directly and through the gateway; "
         "**added = gateway percentile − direct percentile**. "
         f"Concurrency 1: {int(args.sequential):,} requests one after another. Constant rates: {args.duration} s each. "
         "Streaming rows report the time to the first byte of the SSE stream (TTFT). "
         "The load generator, the mock, the gateway and ClickHouse share the machine's cores, "
-        "so tails include scheduling noise from all four (and from anything else running).",
+        "so tails include scheduling noise from all four (and from anything else running): "
+        "a p99 difference is only meaningful when the machine's load average (below) stays under its core count; "
+        "a negative or erratic added p99 means the tail was noise.",
         "",
         "## oha (constant rate `-q`, first-byte percentiles for streams)",
         "",
