@@ -168,6 +168,33 @@ def main():
     ]
     table(results, "", load_stats, rates, lines, summary)
 
+    overhead_rows = []
+    for phase, label in phases(rates):
+        for tool, prefix in (("oha", "oha-"), ("bench-load", "")):
+            for mode in ("plain", "stream"):
+                path = results / f"overhead-{prefix}{phase}-{mode}-gateway.tsv"
+                if not path.exists():
+                    continue
+                fields = path.read_text().split()
+                if len(fields) != 3 or fields[0] == "0":
+                    continue
+                count, p50, p99 = int(fields[0]), float(fields[1]) * 1000, float(fields[2]) * 1000
+                overhead_rows.append(f"| {label} | {'stream' if mode == 'stream' else 'non-streaming'} | {tool} | "
+                                     f"{count:,} | {fmt_us(p50)} | {fmt_us(p99)} |")
+    if overhead_rows:
+        lines += [
+            "## The gateway's own view (from its usage rows)",
+            "",
+            "`gateway_overhead_ms` of each usage row: the request's total time in the gateway minus the time it "
+            "waited on the upstream (so it excludes the extra network hop, and is not disturbed by noise on the "
+            "client side). Rows are selected by the tool's API key, streaming flag and the phase's time window.",
+            "",
+            "| load | body | tool | rows | overhead p50 | overhead p99 |",
+            "|---|---|---|---|---|---|",
+            *overhead_rows,
+            "",
+        ]
+
     max_rss_mib = max(rss_samples) / 1024 if rss_samples else None
     lines += ["## Resources and usage export", ""]
     if max_rss_mib is not None:

@@ -79,8 +79,11 @@ eval "$(BUD_TEST_SERVICES_DIR="$workdir/services" "$repo/gateway/tests/services.
 pids+=($!)
 mock_addr="$(wait_listening "$workdir/mock.out" "the mock upstream")"
 
-api_key="sk-bench-$(date +%s)"
+# One key per load tool, so the usage rows tell the tools' requests apart.
+api_key="sk-bench-load-$(date +%s)"
 key_hash="sha256:$(printf '%s' "$api_key" | sha256sum | awk '{print $1}')"
+oha_api_key="sk-bench-oha-$(date +%s)"
+oha_key_hash="sha256:$(printf '%s' "$oha_api_key" | sha256sum | awk '{print $1}')"
 mock_port="${mock_addr##*:}"
 cat >"$workdir/routes.yaml" <<EOF
 deployments:
@@ -102,9 +105,17 @@ apiKeys:
   - namespace: bench
     name: bench
     keyHash: "$key_hash"
-    keyId: bench-key
+    keyId: bench-load
     models: [bench]
     # Limits are checked and charged on every request, set high enough never to refuse.
+    limits:
+      requestsPerMinute: 1000000000
+      tokensPerMinute: 1000000000000
+  - namespace: bench
+    name: bench-oha
+    keyHash: "$oha_key_hash"
+    keyId: bench-oha
+    models: [bench]
     limits:
       requestsPerMinute: 1000000000
       tokensPerMinute: 1000000000000
@@ -140,6 +151,7 @@ stream_body='{"model":"bench","messages":[{"role":"user","content":"Say hello."}
 direct_url="http://$mock_addr/v1/chat/completions"
 gateway_url="http://$gateway_addr/v1/chat/completions"
 auth="authorization: Bearer $api_key"
+oha_auth="authorization: Bearer $oha_api_key"
 
 # Smoke test: the gateway answers, with rate-limit headers.
 curl -sS -D "$workdir/smoke.headers" -o "$workdir/smoke.body" -H "$auth" -H 'content-type: application/json' \
@@ -151,21 +163,35 @@ note_rss() {
     echo "$1 $(awk '/^VmRSS/ {print $2}' "/proc/$gateway_pid/status")" >>"$workdir/results/rss_by_phase.txt"
 }
 
+# Time window and key of each gateway phase, to read the gateway's own overhead from its usage rows.
+note_window() { # name key_id started_at
+    case "$1" in *-gateway) ;; *) return 0 ;; esac
+    local streamed=0
+    case "$1" in *-stream-*) streamed=1 ;; esac
+    echo "$1 $2 $streamed $3 $(date +%s)" >>"$workdir/results/gateway_windows.txt"
+}
+
 run_load() { # name url body [args...]
     local name="$1" url="$2" request_body="$3"
     shift 3
     log "bench-load $name"
+    local started_at
+    started_at="$(date +%s)"
     "$load_bin" --url "$url" --body "$request_body" --header "$auth" "$@" >"$workdir/results/$name.json"
     note_rss "$name"
+    note_window "$name" bench-load "$started_at"
 }
 
 run_oha() { # name url body [args...]
     local name="$1" url="$2" request_body="$3"
     shift 3
     log "oha $name"
-    "$oha" --no-tui --output-format json -m POST -T application/json -H "$auth" -d "$request_body" "$@" "$url" \
+    local started_at
+    started_at="$(date +%s)"
+    "$oha" --no-tui --output-format json -m POST -T application/json -H "$oha_auth" -d "$request_body" "$@" "$url" \
         >"$workdir/results/oha-$name.json"
     note_rss "oha-$name"
+    note_window "oha-$name" bench-oha "$started_at"
 }
 
 cut -d' ' -f1-3 /proc/loadavg >"$workdir/results/loadavg_start.txt"
@@ -211,6 +237,15 @@ ch_version="$(curl -sf "$BUD_TEST_CLICKHOUSE_URL" --data-binary 'SELECT version(
 echo "{\"clickhouse_version\": \"$ch_version\", \"clickhouse_rows\": ${rows:-0}, \"rows_exported\": ${exported:-0}, \"rows_dropped\": ${dropped:-0}, \"gateway_ok_requests\": ${gateway_requests:-0}}" \
     >"$workdir/results/usage.json"
 cut -d' ' -f1-3 /proc/loadavg >"$workdir/results/loadavg_end.txt"
+# The gateway's own view: total latency minus the time spent waiting on the upstream, per phase.
+if [ "${BENCH_USAGE:-1}" != 0 ]; then
+    while read -r name key streamed started ended; do
+        curl -sf "$BUD_TEST_CLICKHOUSE_URL" --data-binary "SELECT count(), quantileExact(0.5)(gateway_overhead_ms), \
+            quantileExact(0.99)(gateway_overhead_ms) FROM bud_bench.usage WHERE key_id = '$key' AND streamed = $streamed \
+            AND time >= toDateTime($started) AND time <= toDateTime($ended) FORMAT TabSeparated" \
+            >"$workdir/results/overhead-$name.tsv" || true
+    done <"$workdir/results/gateway_windows.txt"
+fi
 awk '/^VmHWM/ {print $2}' "/proc/$gateway_pid/status" >"$workdir/results/gateway_hwm_kib.txt"
 
 python3 "$here/report.py" "$workdir/results" "$report" \
