@@ -498,6 +498,34 @@ const EMBEDDED_CONFIGS: &[(&str, &str)] = &[
         include_str!("../data/models/zhipuai--GLM-5_config.json"),
     ),
     (
+        "meta-llama/Llama-3.2-1B-Instruct",
+        include_str!("../data/models/meta-llama--Llama-3.2-1B-Instruct_config.json"),
+    ),
+    (
+        "meta-llama/Llama-3.2-3B-Instruct",
+        include_str!("../data/models/meta-llama--Llama-3.2-3B-Instruct_config.json"),
+    ),
+    (
+        "Qwen/Qwen2.5-7B-Instruct",
+        include_str!("../data/models/Qwen--Qwen2.5-7B-Instruct_config.json"),
+    ),
+    (
+        "Qwen/Qwen2.5-0.5B-Instruct",
+        include_str!("../data/models/Qwen--Qwen2.5-0.5B-Instruct_config.json"),
+    ),
+    (
+        "mistralai/Mistral-7B-Instruct-v0.3",
+        include_str!("../data/models/mistralai--Mistral-7B-Instruct-v0.3_config.json"),
+    ),
+    (
+        "Qwen/Qwen3-14B",
+        include_str!("../data/models/Qwen--Qwen3-14B_config.json"),
+    ),
+    (
+        "Qwen/Qwen3-1.7B",
+        include_str!("../data/models/Qwen--Qwen3-1.7B_config.json"),
+    ),
+    (
         "Qwen/Qwen3-4B",
         include_str!("../data/models/Qwen--Qwen3-4B_config.json"),
     ),
@@ -557,6 +585,17 @@ impl ModelCatalog {
                 self.entries
                     .iter()
                     .find(|(k, _)| k.eq_ignore_ascii_case(key))
+                    .map(|(_, v)| v)
+            })
+            .or_else(|| {
+                // The same architecture published with or without an `-Instruct` suffix.
+                let alt = match key.strip_suffix("-Instruct") {
+                    Some(base) => base.to_string(),
+                    None => format!("{key}-Instruct"),
+                };
+                self.entries
+                    .iter()
+                    .find(|(k, _)| k.eq_ignore_ascii_case(&alt))
                     .map(|(_, v)| v)
             })
             .or_else(|| {
