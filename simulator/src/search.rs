@@ -288,6 +288,18 @@ impl Ctx<'_> {
         let slo = &self.req.slo;
         let p = &rec.prediction;
         let mut worst: Option<(&'static str, f64, String)> = None;
+        if p.running < per_replica.concurrency {
+            // Users beyond what the KV cache and batch limit hold would queue: more replicas
+            // (or devices per replica) are needed to serve the total concurrency.
+            worst = Some((
+                "ConcurrencyAboveCapacity",
+                per_replica.concurrency as f64 / p.running.max(1) as f64,
+                format!(
+                    "each replica holds {} of its {} concurrent users in the KV cache",
+                    p.running, per_replica.concurrency
+                ),
+            ));
+        }
         let mut check = |name: &'static str, ratio: f64, detail: String| {
             if ratio > 1.0 && worst.as_ref().is_none_or(|w| ratio > w.1) {
                 worst = Some((name, ratio, detail));
@@ -873,6 +885,10 @@ fn advice(
             "lower the per-user target to {:.1} tokens/s or below, or add faster devices",
             p.tokens_per_s_per_user
         ),
+        "ConcurrencyAboveCapacity" => {
+            "add replicas or devices per replica, shorten requests, or lower the concurrency"
+                .to_string()
+        }
         _ => "add devices or choose a smaller precision".to_string(),
     };
     let _ = req;
