@@ -72,10 +72,21 @@ impl EndpointState {
         }
     }
 
-    /// Records a success and its latency (time to the first byte for streams).
+    /// Records a success and its latency.
     pub fn record_success(&self, latency: Duration) {
+        self.record_completion();
+        self.record_latency(latency);
+    }
+
+    /// Clears the failure count: a request (or a whole stream) completed.
+    pub fn record_completion(&self) {
         self.consecutive_failures.store(0, Ordering::Relaxed);
         self.ejections.store(0, Ordering::Relaxed);
+    }
+
+    /// Feeds the latency average (for streams: the time to the first event, recorded before
+    /// the stream is known to complete).
+    pub fn record_latency(&self, latency: Duration) {
         let sample = latency.as_micros().min(u128::from(u64::MAX)) as u64;
         let old = self.ewma_latency_us.load(Ordering::Relaxed);
         let new = if old == 0 {
@@ -137,8 +148,19 @@ pub fn pick_endpoint(
     endpoints: &[Arc<EndpointState>],
     excluded: &[Arc<EndpointState>],
 ) -> Option<Arc<EndpointState>> {
-    let eligible =
-        |e: &Arc<EndpointState>| !e.is_ejected() && !excluded.iter().any(|x| Arc::ptr_eq(x, e));
+    pick_endpoint_with(endpoints, excluded, false)
+}
+
+/// [`pick_endpoint`], optionally considering ejected endpoints too (panic routing: when every
+/// endpoint of a model is ejected, trying one beats refusing the request).
+pub fn pick_endpoint_with(
+    endpoints: &[Arc<EndpointState>],
+    excluded: &[Arc<EndpointState>],
+    include_ejected: bool,
+) -> Option<Arc<EndpointState>> {
+    let eligible = |e: &Arc<EndpointState>| {
+        (include_ejected || !e.is_ejected()) && !excluded.iter().any(|x| Arc::ptr_eq(x, e))
+    };
     let count = endpoints.iter().filter(|e| eligible(e)).count();
     let nth = |n: usize| endpoints.iter().filter(|e| eligible(e)).nth(n).cloned();
     match count {

@@ -400,12 +400,14 @@ fn stream_response(
     owned.ttft = Some(outcome.first_event_at.duration_since(owned.started));
     let model = model.to_string();
     let StreamOutcome {
+        attempt,
         first,
         rest,
         in_flight,
         native,
         ..
     } = outcome;
+    let state = record_state(record);
     let upstream_started = std::time::Instant::now();
     let frames = async_stream::stream! {
         let _in_flight = in_flight;
@@ -457,6 +459,7 @@ fn stream_response(
         record.upstream_time += upstream_started.elapsed();
         match failed {
             None => {
+                attempt.endpoint.record_completion();
                 record.status = Some(200);
                 match anthropic.as_mut() {
                     // A native stream already carried its message_stop.
@@ -469,6 +472,7 @@ fn stream_response(
             }
             Some(error) => {
                 // The status line is gone: report the failure in-band.
+                proxy::report_failure(&state, &attempt.backend, &attempt.endpoint, &error);
                 let gateway_error = proxy::upstream_error(&error);
                 record.fail(gateway_error.status.as_u16(), error.kind());
                 tracing::warn!(error = %error, "upstream stream failed after the first byte");

@@ -13,7 +13,7 @@ use super::AppState;
 use crate::error::{ErrorKind, GatewayError};
 use crate::metrics::UpstreamErrorLabels;
 use crate::providers::{ChunkStream, Operation, ProviderError, Timeouts};
-use crate::routing::balancer::{EndpointState, HealthConfig, InFlight, pick_endpoint};
+use crate::routing::balancer::{EndpointState, HealthConfig, InFlight, pick_endpoint_with};
 use crate::routing::{Backend, ModelRoute};
 
 /// Retries allowed as a fraction of requests (in thousandths), Linkerd-style: every request
@@ -106,10 +106,11 @@ enum Outcome {
 fn pick(
     group: &[Arc<Backend>],
     excluded: &[Arc<EndpointState>],
+    include_ejected: bool,
 ) -> Option<(Arc<Backend>, Arc<EndpointState>)> {
     let candidates: Vec<(&Arc<Backend>, Arc<EndpointState>)> = group
         .iter()
-        .filter_map(|b| pick_endpoint(&b.endpoints, excluded).map(|e| (b, e)))
+        .filter_map(|b| pick_endpoint_with(&b.endpoints, excluded, include_ejected).map(|e| (b, e)))
         .collect();
     let total: u64 = candidates
         .iter()
@@ -127,6 +128,36 @@ fn pick(
         roll -= w;
     }
     candidates.last().map(|(b, e)| ((*b).clone(), e.clone()))
+}
+
+/// Counts and logs a failed attempt (or a stream that broke after its first byte) and ejects
+/// the endpoint after too many consecutive failures.
+pub fn report_failure(
+    state: &AppState,
+    backend: &Backend,
+    endpoint: &Arc<EndpointState>,
+    error: &ProviderError,
+) {
+    state
+        .metrics
+        .upstream_errors
+        .get_or_create(&UpstreamErrorLabels {
+            provider: backend.provider_kind.as_str(),
+            kind: error.kind(),
+        })
+        .inc();
+    tracing::warn!(
+        deployment = %format!("{}/{}", backend.namespace, backend.deployment),
+        endpoint = %endpoint.label,
+        error = %error,
+        "upstream attempt failed"
+    );
+    let health = &state.forward.health;
+    if error.is_health_failure() && endpoint.record_failure(health) {
+        state.metrics.ejections.inc();
+        tracing::warn!(endpoint = %endpoint.label, "endpoint ejected after consecutive failures");
+        spawn_probe(state, backend, endpoint.clone(), health.clone());
+    }
 }
 
 fn spawn_probe(
@@ -211,7 +242,7 @@ pub fn upstream_error(error: &ProviderError) -> GatewayError {
 }
 
 /// Tries deployments in priority order and endpoints by the balancer until one answers.
-/// `on_attempt` sees every attempt (for the usage row: the last one wins).
+/// `last_attempt` ends as the attempt that answered, or the last one that failed.
 async fn forward(
     state: &AppState,
     route: &ModelRoute,
@@ -225,107 +256,110 @@ async fn forward(
     let mut excluded: Vec<Arc<EndpointState>> = Vec::new();
     let mut last_error: Option<ProviderError> = None;
     let mut attempts_total = 0u32;
-    for (group_index, group) in route.groups.iter().enumerate() {
-        if group_index > 0 && attempts_total > 0 {
-            state.metrics.fallbacks.inc();
-        }
-        let mut attempts_in_group = 0u32;
-        while attempts_in_group < config.max_attempts_per_group {
-            let Some((backend, endpoint)) = pick(group, &excluded) else {
+    // The second pass runs only when every endpoint was ejected (panic routing).
+    for include_ejected in [false, true] {
+        if include_ejected {
+            let has_endpoints = route
+                .groups
+                .iter()
+                .flatten()
+                .any(|b| !b.endpoints.is_empty());
+            if attempts_total > 0 || !has_endpoints {
                 break;
-            };
-            if attempts_total > 0 {
-                if !state.retry_budget.try_withdraw() {
-                    tracing::debug!("retry budget exhausted");
-                    return Err(upstream_error(
-                        last_error.as_ref().expect("an attempt failed"),
-                    ));
-                }
-                state.metrics.retries.inc();
             }
-            attempts_total += 1;
-            attempts_in_group += 1;
-            *last_attempt = Some(Attempt {
-                backend: backend.clone(),
-                endpoint: endpoint.clone(),
-            });
+            tracing::warn!(model = %route.served_name, "every endpoint is ejected; trying them anyway");
+        }
+        for (group_index, group) in route.groups.iter().enumerate() {
+            if group_index > 0 && attempts_total > 0 {
+                state.metrics.fallbacks.inc();
+            }
+            let mut attempts_in_group = 0u32;
+            while attempts_in_group < config.max_attempts_per_group {
+                let Some((backend, endpoint)) = pick(group, &excluded, include_ejected) else {
+                    break;
+                };
+                if attempts_total > 0 {
+                    if !state.retry_budget.try_withdraw() {
+                        tracing::debug!("retry budget exhausted");
+                        return Err(upstream_error(
+                            last_error.as_ref().expect("an attempt failed"),
+                        ));
+                    }
+                    state.metrics.retries.inc();
+                }
+                attempts_total += 1;
+                attempts_in_group += 1;
+                *last_attempt = Some(Attempt {
+                    backend: backend.clone(),
+                    endpoint: endpoint.clone(),
+                });
 
-            let model = Value::String(backend.upstream_model.clone());
-            let native = request.anthropic.is_some() && backend.provider.speaks_anthropic();
-            let provider = &backend.provider;
-            let base_url = endpoint.base_url.as_str();
-            let timeouts = config.timeouts;
-            let in_flight = endpoint.start();
-            let started = Instant::now();
-            let result = match (native, &mut request.anthropic, &mut request.canonical) {
-                (true, Some(body), _) => {
-                    body["model"] = model;
-                    let body = &*body;
-                    if stream {
-                        first_event(provider.messages_stream(base_url, body, timeouts), timeouts)
+                let model = Value::String(backend.upstream_model.clone());
+                let native = request.anthropic.is_some() && backend.provider.speaks_anthropic();
+                let provider = &backend.provider;
+                let base_url = endpoint.base_url.as_str();
+                let timeouts = config.timeouts;
+                let in_flight = endpoint.start();
+                let started = Instant::now();
+                let result = match (native, &mut request.anthropic, &mut request.canonical) {
+                    (true, Some(body), _) => {
+                        body["model"] = model;
+                        let body = &*body;
+                        if stream {
+                            first_event(
+                                provider.messages_stream(base_url, body, timeouts),
+                                timeouts,
+                            )
                             .await
                             .map(|(first, rest)| {
                                 Outcome::Stream(first, rest, in_flight, Instant::now(), true)
                             })
-                    } else {
-                        let r = provider.messages(base_url, body, timeouts).await;
-                        drop(in_flight);
-                        r.map(|v| Outcome::Unary(v, true))
+                        } else {
+                            let r = provider.messages(base_url, body, timeouts).await;
+                            drop(in_flight);
+                            r.map(|v| Outcome::Unary(v, true))
+                        }
                     }
-                }
-                (_, _, Ok(body)) => {
-                    body["model"] = model;
-                    let body = &*body;
-                    let op = request.op;
-                    if stream {
-                        first_event(
-                            provider.infer_stream(base_url, op, body, timeouts),
-                            timeouts,
-                        )
-                        .await
-                        .map(|(first, rest)| {
-                            Outcome::Stream(first, rest, in_flight, Instant::now(), false)
-                        })
-                    } else {
-                        let r = provider.infer(base_url, op, body, timeouts).await;
-                        drop(in_flight);
-                        r.map(|v| Outcome::Unary(v, false))
+                    (_, _, Ok(body)) => {
+                        body["model"] = model;
+                        let body = &*body;
+                        let op = request.op;
+                        if stream {
+                            first_event(
+                                provider.infer_stream(base_url, op, body, timeouts),
+                                timeouts,
+                            )
+                            .await
+                            .map(|(first, rest)| {
+                                Outcome::Stream(first, rest, in_flight, Instant::now(), false)
+                            })
+                        } else {
+                            let r = provider.infer(base_url, op, body, timeouts).await;
+                            drop(in_flight);
+                            r.map(|v| Outcome::Unary(v, false))
+                        }
                     }
-                }
-                (_, _, Err(message)) => Err(ProviderError::Translation(message.clone())),
-            };
-            let elapsed = started.elapsed();
-            *upstream_time += elapsed;
-            match result {
-                Ok(outcome) => {
-                    endpoint.record_success(elapsed);
-                    return Ok(outcome);
-                }
-                Err(error) => {
-                    state
-                        .metrics
-                        .upstream_errors
-                        .get_or_create(&UpstreamErrorLabels {
-                            provider: backend.provider_kind.as_str(),
-                            kind: error.kind(),
-                        })
-                        .inc();
-                    tracing::warn!(
-                        deployment = %format!("{}/{}", backend.namespace, backend.deployment),
-                        endpoint = %endpoint.label,
-                        error = %error,
-                        "upstream attempt failed"
-                    );
-                    if error.is_health_failure() && endpoint.record_failure(&config.health) {
-                        state.metrics.ejections.inc();
-                        tracing::warn!(endpoint = %endpoint.label, "endpoint ejected after consecutive failures");
-                        spawn_probe(state, &backend, endpoint.clone(), config.health.clone());
+                    (_, _, Err(message)) => Err(ProviderError::Translation(message.clone())),
+                };
+                let elapsed = started.elapsed();
+                *upstream_time += elapsed;
+                match result {
+                    Ok(outcome) => {
+                        match outcome {
+                            // A stream only counts as a success once it completes.
+                            Outcome::Stream(..) => endpoint.record_latency(elapsed),
+                            Outcome::Unary(..) => endpoint.record_success(elapsed),
+                        }
+                        return Ok(outcome);
                     }
-                    if !error.retryable() {
-                        return Err(upstream_error(&error));
+                    Err(error) => {
+                        report_failure(state, &backend, &endpoint, &error);
+                        if !error.retryable() {
+                            return Err(upstream_error(&error));
+                        }
+                        excluded.push(endpoint);
+                        last_error = Some(error);
                     }
-                    excluded.push(endpoint);
-                    last_error = Some(error);
                 }
             }
         }

@@ -75,10 +75,10 @@ class Gateway:
         self.log_path = workdir / "gateway.log"
         self.log = open(self.log_path, "wb")
         source = ["--kubernetes"] if kubernetes else ["--routes-file", str(self.routes_path), "--routes-poll-ms", "50"]
-        args = [
-            gateway_binary(), "--listen", "127.0.0.1:0", *source,
-            "--ejection-ms", "300", "--ejection-max-ms", "600", "--connect-timeout-ms", "500", *extra_args,
-        ]
+        defaults = {"--ejection-ms": "300", "--ejection-max-ms": "600", "--connect-timeout-ms": "500"}
+        for flag in extra_args:
+            defaults.pop(flag, None)
+        args = [gateway_binary(), "--listen", "127.0.0.1:0", *source, *[x for kv in defaults.items() for x in kv], *extra_args]
         self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=self.log, env={**os.environ, **(env or {})})
         lines: queue.Queue = queue.Queue()
         threading.Thread(target=lambda: [lines.put(l) for l in self.proc.stdout], daemon=True).start()

@@ -194,3 +194,29 @@ def test_client_disconnect_cancels_a_unary_request(start_gateway, mock_factory):
         client.chat.completions.create(model="m", messages=MSG)
     # recorded as a client disconnect well before the upstream would have answered
     wait_until(lambda: 'status="499"' in gw.metrics(), timeout=2, message="499 recorded on disconnect")
+
+
+def test_all_ejected_still_tries_panic_routing(start_gateway, mock_factory):
+    only = mock_factory(name="only")
+    only.behaviour = ("status", 503)
+    gw = start_gateway(routes(engine("d", "m", [only])), extra_args=["--eject-after", "2", "--ejection-ms", "60000", "--ejection-max-ms", "60000"])
+    client = gw.openai(SECRET)
+    for _ in range(3):
+        with pytest.raises(openai.APIStatusError):
+            client.chat.completions.create(model="m", messages=MSG)
+    assert counter(gw.metrics(), "bud_gateway_endpoint_ejections_total") == 1
+    only.behaviour = "ok"
+    # long before the probe, the lone ejected endpoint is tried rather than refusing
+    assert client.chat.completions.create(model="m", messages=MSG).choices[0].message.content == "Hello from only"
+
+
+def test_streams_that_break_count_against_the_endpoint(start_gateway, mock_factory):
+    broken = mock_factory(name="broken")
+    broken.behaviour = ("stream_error_after", 1)
+    gw = start_gateway(routes(engine("d", "m", [broken])), extra_args=["--eject-after", "2"])
+    client = gw.openai(SECRET)
+    for _ in range(2):
+        with pytest.raises(openai.APIError):
+            for _ in client.chat.completions.create(model="m", messages=MSG, stream=True):
+                pass
+    assert counter(gw.metrics(), "bud_gateway_endpoint_ejections_total") == 1
