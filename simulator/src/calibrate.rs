@@ -214,12 +214,21 @@ fn loss(samples: &[&Sample], params: &FittedParams) -> f64 {
     sum / samples.len().max(1) as f64
 }
 
-fn fit_engine(key: &str, samples: &[&Sample], params: &mut FittedParams, rounds: usize) {
+/// Index of `moePrefillEff` in [`EngineParams::NAMES`].
+const MOE_PREFILL_EFF: usize = 12;
+
+fn fit_engine(
+    key: &str,
+    samples: &[&Sample],
+    params: &mut FittedParams,
+    rounds: usize,
+    pinned: &[usize],
+) {
     let mut best = loss(samples, params);
     let steps = [2.0, 1.4, 1.15, 1.05];
     for round in 0..rounds {
         let step = steps[(round * steps.len() / rounds.max(1)).min(steps.len() - 1)];
-        for i in 0..EngineParams::NAMES.len() {
+        for i in (0..EngineParams::NAMES.len()).filter(|i| !pinned.contains(i)) {
             let (lo, hi) = EngineParams::bounds(i);
             for dir in [step, 1.0 / step] {
                 loop {
@@ -287,14 +296,46 @@ pub fn fit(samples: &[Sample], command: &str, rounds: usize) -> FittedParams {
     let mut accs: Vec<String> = train.iter().map(|s| s.cfg.accelerator.clone()).collect();
     accs.sort();
     accs.dedup();
+    // The MoE prefill efficiency is only identifiable for engines measured on dense and MoE
+    // models alike; the others borrow the median of those (else the fit trades it freely
+    // against the mix factor and dense models come out wrong).
+    let identifiable = |key: &str| {
+        let rows = train.iter().filter(|s| s.key == key);
+        let moe = rows.clone().filter(|s| s.model.is_moe()).count();
+        let dense = rows.filter(|s| !s.model.is_moe()).count();
+        moe >= 20 && dense >= 20
+    };
     for outer in 0..2 {
-        for key in &keys {
+        for key in keys.iter().filter(|k| identifiable(k)) {
             let rows: Vec<&Sample> = train.iter().copied().filter(|s| &s.key == key).collect();
             fit_engine(
                 key,
                 &rows,
                 &mut params,
                 if outer == 0 { rounds } else { rounds / 2 + 1 },
+                &[],
+            );
+        }
+        let mut shared: Vec<f64> = keys
+            .iter()
+            .filter(|k| identifiable(k) && !k.ends_with("-cpu"))
+            .map(|k| params.engine(k).moe_prefill_eff)
+            .collect();
+        shared.sort_by(f64::total_cmp);
+        let borrowed = shared.get(shared.len() / 2).copied().unwrap_or(1.0);
+        for key in keys.iter().filter(|k| !identifiable(k)) {
+            let rows: Vec<&Sample> = train.iter().copied().filter(|s| &s.key == key).collect();
+            let mut ep = params.engine(key);
+            if !key.ends_with("-cpu") {
+                ep.moe_prefill_eff = borrowed;
+            }
+            params.engines.insert(key.clone(), ep);
+            fit_engine(
+                key,
+                &rows,
+                &mut params,
+                if outer == 0 { rounds } else { rounds / 2 + 1 },
+                &[MOE_PREFILL_EFF],
             );
         }
         for acc in &accs {

@@ -120,9 +120,7 @@ impl EngineParams {
             9 => (0.0, 20.0),
             10 => (0.0, 3.0),
             11 => (0.0, 20.0),
-            // Held fixed: fitting it lowered the analytic error but the combined (with the
-            // learned correction) held-back error rose, so the simpler model is kept.
-            _ => (1.0, 1.0),
+            _ => (0.05, 1.0),
         }
     }
 
@@ -141,7 +139,7 @@ impl EngineParams {
             burst_factor: 0.5,
             ttft_step_factor: 0.5,
             mix_factor: 1.0,
-            moe_prefill_eff: 1.0,
+            moe_prefill_eff: 0.5,
         }
     }
 
