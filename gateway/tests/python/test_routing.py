@@ -220,3 +220,17 @@ def test_streams_that_break_count_against_the_endpoint(start_gateway, mock_facto
             for _ in client.chat.completions.create(model="m", messages=MSG, stream=True):
                 pass
     assert counter(gw.metrics(), "bud_gateway_endpoint_ejections_total") == 1
+
+
+def test_retries_stop_when_the_budget_is_spent(start_gateway, mock_factory):
+    a, b = mock_factory(name="a"), mock_factory(name="b")
+    a.behaviour = b.behaviour = ("status", 503)
+    gw = start_gateway(routes(engine("d", "m", [a, b])),
+                       extra_args=["--eject-after", "1000", "--retry-budget-min", "1", "--retry-budget-ratio", "0"])
+    client = gw.openai(SECRET)
+    for _ in range(3):
+        with pytest.raises(openai.InternalServerError):
+            client.chat.completions.create(model="m", messages=MSG)
+    # one retry in the budget: 2 attempts for the first request, then 1 each
+    assert len(a.posts()) + len(b.posts()) == 4
+    assert counter(gw.metrics(), "bud_gateway_upstream_retries_total") == 1
