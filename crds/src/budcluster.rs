@@ -140,6 +140,12 @@ pub struct EksClusterSpec {
     /// ARN of the IAM role the EKS control plane assumes.
     #[schemars(regex(pattern = r"^arn:aws[a-z-]*:iam::[0-9]{12}:role/.+$"))]
     pub role_arn: String,
+    /// ARN of the IAM role the node groups' instances assume (with the
+    /// `AmazonEKSWorkerNodePolicy`, `AmazonEC2ContainerRegistryReadOnly` and CNI policies).
+    /// Defaults to `roleArn`, which then must also trust `ec2.amazonaws.com`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^arn:aws[a-z-]*:iam::[0-9]{12}:role/.+$"))]
+    pub node_role_arn: Option<String>,
     /// Subnets for the control plane and nodes (at least two, in different zones).
     #[schemars(length(min = 2, max = 16))]
     pub subnet_ids: Vec<String>,

@@ -6,3 +6,4 @@
 pub mod control_plane;
 pub mod fleet;
 pub mod harness;
+pub mod moto;

@@ -222,7 +222,14 @@ async fn a_second_control_plane_is_onboarded_through_a_kubeconfig_secret() -> an
     let client = harness::client().await?;
     harness::install_crds(&client).await?;
     let ns = TestNamespace::create(&client, "bc-kubeconfig").await?;
-    let result = scenario(&client, &ns.name).await;
+    // The scenario runs as a task so that a failed assertion (a panic) still reaches the
+    // cleanup below; the workload control plane's guard stops it either way.
+    let result = {
+        let (client, ns) = (client.clone(), ns.name.clone());
+        tokio::spawn(async move { scenario(&client, &ns).await })
+            .await
+            .unwrap_or_else(|panic| Err(anyhow::anyhow!("scenario panicked: {panic}")))
+    };
     let api: Api<BudCluster> = Api::all(client.clone());
     let _ = api
         .delete_collection(

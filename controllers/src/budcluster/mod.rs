@@ -241,6 +241,8 @@ pub struct Observed {
     pub provisioned: Option<Condition>,
     /// The kubeconfig Secret the operator wrote for an EKS/AKS cluster.
     pub kubeconfig_secret: Option<NamespacedSecretName>,
+    /// A step failed and is retried with growing backoff (which a success would reset).
+    pub failed: bool,
 }
 
 /// The status a BudCluster should have, given what was observed. Keeps the previous
@@ -369,7 +371,7 @@ pub struct State {
 
 /// How often clusters reached through a kubeconfig are reconciled even when nothing
 /// changed: re-reads the Secret, so rotated credentials are picked up within this time.
-const KUBECONFIG_RESYNC: Duration = Duration::from_secs(30);
+pub(crate) const KUBECONFIG_RESYNC: Duration = Duration::from_secs(30);
 
 /// Connects (or keeps connected) a cluster through the kubeconfig in `secret_ref` and
 /// returns what its connection task last saw. Never waits on the remote cluster.
@@ -492,7 +494,9 @@ pub async fn reconcile(cluster: Arc<BudCluster>, state: Arc<State>) -> Result<Ac
             })
             .set(acc.count);
     }
-    ctx.backoff.reset(&name);
+    if !observed.failed {
+        ctx.backoff.reset(&name);
+    }
     ctx.metrics
         .reconcile_duration
         .get_or_create(&labels)
