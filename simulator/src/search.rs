@@ -358,7 +358,8 @@ impl Ctx<'_> {
 
 fn score(obj: Objective, r: &Recommendation) -> f64 {
     match obj {
-        Objective::LowestCost => r.cost_per_hour - 1e-9 * r.total_tokens_per_s,
+        // Ties in cost are broken by latency in the sort, so rank 1 is on the Pareto front.
+        Objective::LowestCost => r.cost_per_hour,
         Objective::HighestThroughputPerDollar => -r.tokens_per_dollar,
     }
 }
