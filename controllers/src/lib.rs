@@ -4,17 +4,43 @@
 
 #![forbid(unsafe_code)]
 
+pub mod apikey;
 pub mod backoff;
 pub mod budcluster;
 mod error;
 pub mod metrics;
+pub mod modeldeployment;
+pub mod planning;
 pub mod quantity;
+pub mod simulation;
 
 pub use error::{Error, Result};
 
 use kube::Client;
 use kube::runtime::events::{Recorder, Reporter};
 use std::sync::Arc;
+
+/// A cache of every BudCluster and the stream of their changes, for controllers whose
+/// decisions depend on cluster inventories. The stream must be polled (it feeds the cache).
+pub fn cluster_cache(
+    client: &Client,
+) -> (
+    kube::runtime::reflector::Store<bud_crds::BudCluster>,
+    impl futures::Stream<Item = Result<bud_crds::BudCluster, kube::runtime::watcher::Error>>
+    + Send
+    + 'static,
+) {
+    use kube::runtime::{WatchStreamExt, reflector, watcher};
+    let (store, writer) = reflector::store();
+    let stream = watcher(
+        kube::Api::<bud_crds::BudCluster>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .reflect(writer)
+    .touched_objects();
+    (store, stream)
+}
 
 /// Field manager of everything the operator writes.
 pub const FIELD_MANAGER: &str = "bud-operator";

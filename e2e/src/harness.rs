@@ -21,7 +21,13 @@ pub async fn client() -> anyhow::Result<Client> {
         std::env::var_os("KUBECONFIG").is_some(),
         "KUBECONFIG is not set: start the local control plane with `make cluster-up` (or point KUBECONFIG at a cluster)"
     );
+    install_crypto_provider();
     Ok(Client::try_default().await?)
+}
+
+/// Chooses rustls' ring provider for the process (kube's choice); harmless when already set.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
 /// Polls `check` until it returns `Some`, or fails after `timeout` naming `what`.
@@ -246,16 +252,21 @@ impl Drop for OperatorProcess {
 }
 
 fn operator_binary() -> anyhow::Result<PathBuf> {
-    if let Some(bin) = std::env::var_os("BUD_OPERATOR_BIN") {
+    target_binary("BUD_OPERATOR_BIN", "bud-operator")
+}
+
+/// A binary of this workspace: `$env_var` when set, else Cargo's debug build of `name`.
+pub fn target_binary(env_var: &str, name: &str) -> anyhow::Result<PathBuf> {
+    if let Some(bin) = std::env::var_os(env_var) {
         return Ok(PathBuf::from(bin));
     }
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    let bin = target.join("debug/bud-operator");
+    let bin = target.join("debug").join(name);
     anyhow::ensure!(
         bin.exists(),
-        "{} not found: build it with `cargo build -p bud-operator` or set BUD_OPERATOR_BIN",
+        "{} not found: build it with `cargo build --workspace` or set {env_var}",
         bin.display()
     );
     Ok(bin)
@@ -286,4 +297,70 @@ pub fn run_tool(program: &str, args: &[&str]) -> anyhow::Result<String> {
         );
     }
     Ok(String::from_utf8(output.stdout)?)
+}
+
+/// The gateway running as a child process, routing from the cluster's ModelDeployments and
+/// ApiKeys; killed when dropped.
+pub struct GatewayProcess {
+    child: Child,
+    /// `http://127.0.0.1:PORT`, the base URL clients use (append `/v1`).
+    pub url: String,
+}
+
+impl GatewayProcess {
+    /// Starts `bud-gateway --kubernetes` against `KUBECONFIG` with `extra_args` and waits until
+    /// it answers `/healthz`.
+    pub async fn start(extra_args: &[&str]) -> anyhow::Result<Self> {
+        let bin = target_binary("BUD_GATEWAY_BIN", "bud-gateway")?;
+        let port = free_port()?;
+        let child = Command::new(&bin)
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--kubernetes")
+            .args(extra_args)
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdin(Stdio::null())
+            .spawn()
+            .map_err(|e| anyhow::anyhow!("cannot start {}: {e}", bin.display()))?;
+        let gateway = Self {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+        };
+        let addr = format!("127.0.0.1:{port}");
+        wait_until(
+            "the gateway to answer /healthz",
+            Duration::from_secs(30),
+            || {
+                let addr = addr.clone();
+                async move {
+                    Ok(http_get(&addr, "/healthz")
+                        .ok()
+                        .filter(|r| r.starts_with("HTTP/1.1 200") || r.starts_with("HTTP/1.0 200")))
+                }
+            },
+        )
+        .await?;
+        Ok(gateway)
+    }
+}
+
+impl Drop for GatewayProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A plain HTTP/1.0 GET returning the whole response (status line, headers, body).
+pub fn http_get(addr: &str, path: &str) -> anyhow::Result<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    Ok(response)
 }

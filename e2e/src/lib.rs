@@ -4,6 +4,7 @@
 //! `e2e/cluster/up.sh` starts, or any existing cluster.
 
 pub mod control_plane;
+pub mod engine_runtime;
 pub mod fleet;
 pub mod harness;
 pub mod moto;

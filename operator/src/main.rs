@@ -44,6 +44,17 @@ struct Cli {
     /// Seconds a lease lasts without renewal.
     #[arg(long, env = "BUD_LEASE_DURATION_SECONDS", default_value_t = 15)]
     lease_duration_seconds: u64,
+    /// Container image of each engine, `ENGINE=IMAGE` (engines: vllm, sglang, tgi, llamacpp,
+    /// tensorrtllm, hf-downloader, s3-downloader); repeat the flag or separate with commas.
+    #[arg(long, env = "BUD_ENGINE_IMAGES", value_delimiter = ',')]
+    engine_image: Vec<String>,
+    /// Prometheus URL that KEDA ScaledObjects query for engine metrics.
+    #[arg(
+        long,
+        env = "BUD_PROMETHEUS_URL",
+        default_value = "http://prometheus-server.monitoring:80"
+    )]
+    prometheus_url: String,
     /// Log format: `text` or `json`. Log levels come from RUST_LOG (default `info`).
     #[arg(long, env = "BUD_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
@@ -159,7 +170,24 @@ async fn main() -> anyhow::Result<()> {
             .clone()
             .unwrap_or_else(|| cli.lease_namespace.clone()),
     };
-    let controllers = bud_controllers::budcluster::run_with(ctx, cluster_settings, stop_signal);
+    let stop = || {
+        let mut stop = shutdown_rx.clone();
+        async move {
+            let _ = stop.wait_for(|s| *s).await;
+        }
+    };
+    let deployment_settings = bud_controllers::modeldeployment::Settings {
+        images: engine_images(&cli),
+        prometheus_url: cli.prometheus_url.clone(),
+    };
+    let controllers = async {
+        tokio::join!(
+            bud_controllers::budcluster::run_with(ctx.clone(), cluster_settings, stop_signal),
+            bud_controllers::simulation::run(ctx.clone(), stop()),
+            bud_controllers::modeldeployment::run(ctx.clone(), deployment_settings, stop()),
+            bud_controllers::apikey::run(ctx.clone(), stop()),
+        )
+    };
     let lost = async {
         match &elector {
             Some(elector) => elector.hold().await,
@@ -181,6 +209,32 @@ async fn main() -> anyhow::Result<()> {
     }
     server.await??;
     Ok(())
+}
+
+/// The engine images: defaults overridden by `--engine-image ENGINE=IMAGE`.
+fn engine_images(cli: &Cli) -> bud_controllers::modeldeployment::render::EngineImages {
+    let mut images = bud_controllers::modeldeployment::render::EngineImages::default();
+    for entry in &cli.engine_image {
+        let Some((engine, image)) = entry.split_once('=') else {
+            tracing::warn!(%entry, "ignoring --engine-image without ENGINE=IMAGE");
+            continue;
+        };
+        let slot = match engine {
+            "vllm" => &mut images.vllm,
+            "sglang" => &mut images.sglang,
+            "tgi" => &mut images.tgi,
+            "llamacpp" => &mut images.llama_cpp,
+            "tensorrtllm" => &mut images.tensorrt_llm,
+            "hf-downloader" => &mut images.hf_downloader,
+            "s3-downloader" => &mut images.s3_downloader,
+            other => {
+                tracing::warn!(engine = %other, "ignoring --engine-image for an unknown engine; known: vllm, sglang, tgi, llamacpp, tensorrtllm, hf-downloader, s3-downloader");
+                continue;
+            }
+        };
+        *slot = image.to_owned();
+    }
+    images
 }
 
 async fn serve_metrics(State(health): State<Arc<Health>>) -> impl IntoResponse {

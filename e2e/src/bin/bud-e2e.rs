@@ -20,6 +20,16 @@ enum Command {
     },
     /// Install (server-side apply) the bud.studio CRDs and wait until they are established.
     InstallCrds,
+    /// Play the container runtime of engine pods: run `bud-sim serve` at each Running
+    /// engine pod's address until the pod goes away (stop with Ctrl-C).
+    EngineRuntime {
+        /// Folder for the emulators' logs.
+        #[arg(long, default_value = ".work/engines")]
+        log_dir: PathBuf,
+        /// Extra flags for every emulator, e.g. `--time-scale=0.1`.
+        #[arg(long, allow_hyphen_values = true)]
+        emulator_arg: Vec<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -55,6 +65,12 @@ async fn main() -> anyhow::Result<()> {
         } => {
             harness::delete_fleet(&client).await?;
             println!("simulated nodes deleted");
+        }
+        Command::EngineRuntime {
+            log_dir,
+            emulator_arg,
+        } => {
+            bud_e2e::engine_runtime::run_until_interrupted(client, emulator_arg, log_dir).await?;
         }
         Command::InstallCrds => {
             harness::install_crds(&client).await?;

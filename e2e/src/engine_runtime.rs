@@ -1,0 +1,353 @@
+//! Plays the kubelet's container runtime for engine pods on the local control plane: for
+//! each engine pod kwok reports Running, it starts the simulator's engine emulator
+//! (`bud-sim serve`) at the pod's 127.x address with the pod's own container arguments, and
+//! stops it when the pod goes away. Engine flags of SGLang, TGI, llama.cpp and TensorRT-LLM
+//! are translated to the vLLM spellings the emulator takes.
+
+use crate::harness::target_binary;
+use futures::TryStreamExt;
+use k8s_openapi::api::core::v1::Pod;
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, ResourceExt};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use tokio::process::{Child, Command};
+
+/// Label selecting engine pods (set by the operator's renderer).
+pub const ENGINE_SELECTOR: &str = "app.kubernetes.io/component=engine";
+const MODEL_ID_ANNOTATION: &str = "bud.studio/model-id";
+const ACCELERATOR_ANNOTATION: &str = "bud.studio/accelerator";
+
+/// The flags of `bud-sim serve` for an engine container's arguments.
+pub fn emulator_args(
+    container_args: &[String],
+    model_id: Option<&str>,
+    accelerator: Option<&str>,
+    host: &str,
+    port: u16,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut model = None;
+    let mut served = None;
+    let mut i = 0;
+    // `vllm serve MODEL` and `trtllm-serve MODEL` name the model positionally.
+    if let Some(first) = container_args.first().filter(|a| !a.starts_with('-')) {
+        model = Some(first.clone());
+        i = 1;
+    }
+    while i < container_args.len() {
+        let flag = container_args[i].as_str();
+        let value = container_args.get(i + 1).cloned();
+        let translated = match flag {
+            "--model" | "--model-path" | "--model-id" | "--hf-repo" => {
+                model = value;
+                i += 2;
+                continue;
+            }
+            "--served-model-name" | "--alias" => {
+                served = value;
+                i += 2;
+                continue;
+            }
+            "--tensor-parallel-size" | "--tp-size" | "--num-shard" | "--tp_size" => {
+                Some("--tensor-parallel-size")
+            }
+            "--pipeline-parallel-size" | "--pp-size" | "--pp_size" => {
+                Some("--pipeline-parallel-size")
+            }
+            "--max-num-seqs"
+            | "--max-running-requests"
+            | "--max-concurrent-requests"
+            | "--parallel"
+            | "--max_batch_size" => Some("--max-num-seqs"),
+            "--max-model-len" | "--context-length" | "--max-total-tokens" | "--ctx-size" => {
+                Some("--max-model-len")
+            }
+            "--quantization" => Some("--quantization"),
+            // Where the engine listens is the pod's business; the emulator gets the pod's address.
+            "--host" | "--hostname" | "--port" => None,
+            _ => {
+                i += 1;
+                continue;
+            }
+        };
+        if let (Some(name), Some(v)) = (translated, value) {
+            out.extend([name.to_owned(), v]);
+        }
+        i += 2;
+    }
+    // The annotation names the architecture; the engine answers to its served name, or
+    // (without one) to its model argument.
+    let served = served.or_else(|| model.clone().filter(|m| Some(m.as_str()) != model_id));
+    if let Some(m) = model_id.map(str::to_owned).or(model) {
+        out.extend(["--model".into(), m]);
+    }
+    if let Some(s) = served {
+        out.extend(["--served-model-name".into(), s]);
+    }
+    if let Some(a) = accelerator {
+        out.extend(["--accelerator".into(), a.to_owned()]);
+    }
+    out.extend([
+        "--host".into(),
+        host.to_owned(),
+        "--port".into(),
+        port.to_string(),
+    ]);
+    out
+}
+
+/// A running engine emulator.
+struct Engine {
+    child: Child,
+    address: String,
+}
+
+/// The runtime; stops every emulator when dropped.
+pub struct EngineRuntime {
+    task: tokio::task::JoinHandle<()>,
+    engines: Arc<Mutex<HashMap<String, Engine>>>,
+}
+
+impl EngineRuntime {
+    /// Watches engine pods in every namespace of `client`'s cluster; `extra_args` are added
+    /// to every emulator (e.g. `--time-scale 0.1`). Logs go to `log_dir`.
+    pub fn start(
+        client: Client,
+        extra_args: Vec<String>,
+        log_dir: PathBuf,
+    ) -> anyhow::Result<Self> {
+        let bin = target_binary("BUD_SIM_BIN", "bud-sim")?;
+        std::fs::create_dir_all(&log_dir)?;
+        let engines: Arc<Mutex<HashMap<String, Engine>>> = Arc::default();
+        let shared = engines.clone();
+        let task = tokio::spawn(async move {
+            let pods: Api<Pod> = Api::all(client);
+            let stream = watcher(pods, watcher::Config::default().labels(ENGINE_SELECTOR))
+                .default_backoff()
+                .touched_objects();
+            futures::pin_mut!(stream);
+            loop {
+                match stream.try_next().await {
+                    Ok(Some(pod)) => reconcile_pod(&pod, &bin, &extra_args, &log_dir, &shared),
+                    Ok(None) => break,
+                    Err(err) => eprintln!("engine runtime: watch error: {err}"),
+                }
+            }
+        });
+        Ok(Self { task, engines })
+    }
+
+    /// Addresses (`ip:port`) of the emulators running now.
+    pub fn addresses(&self) -> Vec<String> {
+        let mut engines = self.engines.lock().unwrap_or_else(|e| e.into_inner());
+        engines.retain(|_, e| e.child.try_wait().map(|s| s.is_none()).unwrap_or(false));
+        engines.values().map(|e| e.address.clone()).collect()
+    }
+}
+
+impl Drop for EngineRuntime {
+    fn drop(&mut self) {
+        self.task.abort();
+        let mut engines = self.engines.lock().unwrap_or_else(|e| e.into_inner());
+        for (_, mut engine) in engines.drain() {
+            let _ = engine.child.start_kill();
+        }
+    }
+}
+
+fn is_running(pod: &Pod) -> bool {
+    pod.metadata.deletion_timestamp.is_none()
+        && pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+}
+
+fn reconcile_pod(
+    pod: &Pod,
+    bin: &Path,
+    extra_args: &[String],
+    log_dir: &Path,
+    engines: &Mutex<HashMap<String, Engine>>,
+) {
+    let key = pod
+        .uid()
+        .unwrap_or_else(|| format!("{}/{}", pod.namespace().unwrap_or_default(), pod.name_any()));
+    let mut engines = engines.lock().unwrap_or_else(|e| e.into_inner());
+    let ip = pod.status.as_ref().and_then(|s| s.pod_ip.clone());
+    if !is_running(pod) || ip.is_none() {
+        if let Some(mut engine) = engines.remove(&key) {
+            let _ = engine.child.start_kill();
+        }
+        return;
+    }
+    if engines.contains_key(&key) {
+        return;
+    }
+    let ip = ip.unwrap_or_default();
+    let container = pod.spec.as_ref().and_then(|s| {
+        s.containers
+            .iter()
+            .find(|c| c.name == "engine")
+            .or(s.containers.first())
+    });
+    let container_args = container.and_then(|c| c.args.clone()).unwrap_or_default();
+    let port = container
+        .and_then(|c| c.ports.as_ref())
+        .and_then(|ports| ports.first())
+        .map(|p| p.container_port as u16)
+        .unwrap_or(8000);
+    let annotations = pod.annotations();
+    let mut args = vec!["serve".to_owned()];
+    args.extend(emulator_args(
+        &container_args,
+        annotations.get(MODEL_ID_ANNOTATION).map(String::as_str),
+        annotations.get(ACCELERATOR_ANNOTATION).map(String::as_str),
+        &ip,
+        port,
+    ));
+    args.extend(extra_args.iter().cloned());
+    let log_path = log_dir.join(format!(
+        "{}-{}.log",
+        pod.namespace().unwrap_or_default(),
+        pod.name_any()
+    ));
+    let log = match std::fs::File::create(&log_path) {
+        Ok(f) => f,
+        Err(err) => {
+            eprintln!(
+                "engine runtime: cannot create {}: {err}",
+                log_path.display()
+            );
+            return;
+        }
+    };
+    let stderr = log
+        .try_clone()
+        .map(Stdio::from)
+        .unwrap_or_else(|_| Stdio::null());
+    match Command::new(bin)
+        .args(&args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(log))
+        .stderr(stderr)
+        .kill_on_drop(true)
+        .spawn()
+    {
+        Ok(child) => {
+            engines.insert(
+                key,
+                Engine {
+                    child,
+                    address: format!("{ip}:{port}"),
+                },
+            );
+        }
+        Err(err) => eprintln!("engine runtime: cannot start {}: {err}", bin.display()),
+    }
+}
+
+/// Runs the runtime until Ctrl-C (the `bud-e2e engine-runtime` command).
+pub async fn run_until_interrupted(
+    client: Client,
+    extra_args: Vec<String>,
+    log_dir: PathBuf,
+) -> anyhow::Result<()> {
+    let runtime = EngineRuntime::start(client, extra_args, log_dir)?;
+    tokio::signal::ctrl_c().await?;
+    drop(runtime);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn vllm_arguments_pass_through_with_the_pods_address() {
+        let args = strings(&[
+            "--model",
+            "Qwen/Qwen3-8B",
+            "--served-model-name",
+            "qwen",
+            "--host",
+            "0.0.0.0",
+            "--port",
+            "8000",
+            "--tensor-parallel-size",
+            "2",
+            "--max-num-seqs",
+            "64",
+            "--enable-prefix-caching",
+        ]);
+        let out = emulator_args(
+            &args,
+            None,
+            Some("NVIDIA-H100-80GB-HBM3"),
+            "127.1.1.5",
+            8000,
+        );
+        assert_eq!(
+            out,
+            strings(&[
+                "--tensor-parallel-size",
+                "2",
+                "--max-num-seqs",
+                "64",
+                "--model",
+                "Qwen/Qwen3-8B",
+                "--served-model-name",
+                "qwen",
+                "--accelerator",
+                "NVIDIA-H100-80GB-HBM3",
+                "--host",
+                "127.1.1.5",
+                "--port",
+                "8000"
+            ])
+        );
+    }
+
+    #[test]
+    fn other_engines_are_translated_and_the_annotation_names_the_model() {
+        let args = strings(&[
+            "--model-path",
+            "/models/model",
+            "--served-model-name",
+            "q",
+            "--tp-size",
+            "4",
+            "--max-running-requests",
+            "32",
+        ]);
+        let out = emulator_args(&args, Some("Qwen/Qwen3-8B"), None, "127.1.1.6", 8000);
+        assert!(out.windows(2).any(|w| w == ["--tensor-parallel-size", "4"]));
+        assert!(out.windows(2).any(|w| w == ["--max-num-seqs", "32"]));
+        assert!(out.windows(2).any(|w| w == ["--model", "Qwen/Qwen3-8B"]));
+        assert!(out.windows(2).any(|w| w == ["--served-model-name", "q"]));
+    }
+
+    #[test]
+    fn a_positional_model_is_served_under_its_own_name() {
+        let args = strings(&[
+            "/models/model",
+            "--host",
+            "0.0.0.0",
+            "--port",
+            "8000",
+            "--tp_size",
+            "2",
+        ]);
+        let out = emulator_args(&args, Some("Qwen/Qwen3-8B"), None, "127.1.1.7", 8000);
+        assert!(out.windows(2).any(|w| w == ["--model", "Qwen/Qwen3-8B"]));
+        assert!(
+            out.windows(2)
+                .any(|w| w == ["--served-model-name", "/models/model"])
+        );
+        assert!(out.windows(2).any(|w| w == ["--tensor-parallel-size", "2"]));
+    }
+}
