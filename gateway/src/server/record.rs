@@ -2,6 +2,7 @@
 //! it drops (end of response, end of stream, or client disconnect). Finalising emits the
 //! usage row, the metrics, and settles the rate-limit reservation.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -256,8 +257,15 @@ impl Drop for RequestRecord {
         if let Some(admission) = self.admission.take() {
             let limiter = self.state.limiter.clone();
             let actual = self.input_tokens + self.output_tokens;
-            if let Ok(handle) = tokio::runtime::Handle::try_current() {
-                handle.spawn(async move { limiter.settle(admission, actual).await });
+            // A local settlement finishes on its first poll: do it here rather than pay for a
+            // task. Only one that waits (Redis) is spawned, to finish in the background.
+            let mut settle = Box::pin(async move { limiter.settle(admission, actual).await });
+            let waker = futures::task::noop_waker();
+            let mut cx = std::task::Context::from_waker(&waker);
+            if settle.as_mut().poll(&mut cx).is_pending()
+                && let Ok(handle) = tokio::runtime::Handle::try_current()
+            {
+                handle.spawn(settle);
             }
         }
         if !self.billable {
