@@ -454,7 +454,7 @@ pub fn evaluate(samples: &[Sample], params: &FittedParams) -> AccuracyReport {
             ("engine", s.key.clone()),
             ("gpu", s.cfg.accelerator.clone()),
             ("model", s.cfg.model.clone()),
-            ("tp", s.cfg.tp.to_string()),
+            ("tp", format!("{:>2}", s.cfg.tp)),
             ("device", acc_kind.to_string()),
             (
                 "split",
