@@ -408,6 +408,10 @@ pub struct ProvisioningStatus {
     /// When the current phase began.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase_since: Option<Time>,
+    /// The cloud's long-running operation being followed, e.g. the `Azure-AsyncOperation`
+    /// URL of an AKS create, update or delete.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operation: Option<String>,
 }
 
 /// Steps of provisioning a managed cluster.

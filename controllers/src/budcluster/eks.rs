@@ -724,6 +724,7 @@ pub(crate) fn provisioning(
         cloud_id: cloud_id.or_else(|| previous.and_then(|p| p.cloud_id.clone())),
         message: Some(message),
         phase_since,
+        operation: None,
     }
 }
 

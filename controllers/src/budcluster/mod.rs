@@ -331,7 +331,10 @@ fn provisioning_changed(
 ) -> bool {
     match (old, new) {
         (Some(a), Some(b)) => {
-            a.phase != b.phase || a.cloud_id != b.cloud_id || a.message != b.message
+            a.phase != b.phase
+                || a.cloud_id != b.cloud_id
+                || a.message != b.message
+                || a.operation != b.operation
         }
         (a, b) => a.is_some() != b.is_some(),
     }
