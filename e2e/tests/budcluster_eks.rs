@@ -362,7 +362,7 @@ async fn scenario(client: &Client, ns: &str, name: &str) -> anyhow::Result<()> {
     // A node group size change is applied.
     let resize = serde_json::json!({"spec": {"eks": {"nodeGroups": [
         {"name": "h100", "instanceTypes": ["p5.48xlarge"], "amiType": "AL2023_x86_64_NVIDIA",
-         "minSize": 0, "maxSize": 4, "desiredSize": 3, "diskSizeGiB": 200,
+         "minSize": 0, "maxSize": 4, "desiredSize": 3, "diskSizeGib": 200,
          "labels": {"bud.studio/pool": "h100"},
          "taints": [{"key": "nvidia.com/gpu", "value": "true", "effect": "NoSchedule"}]},
         {"name": "system", "instanceTypes": ["m7i.2xlarge"], "minSize": 1, "maxSize": 3, "desiredSize": 2}
