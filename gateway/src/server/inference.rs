@@ -391,13 +391,15 @@ fn stream_response(
     record: &mut RequestRecord,
 ) -> Response {
     note_attempt(record, &outcome.attempt);
-    let mut owned = std::mem::replace(
+    let owned = std::mem::replace(
         record,
         RequestRecord::new(record_state(record), record.endpoint, String::new()),
     );
     // The placeholder left behind must not emit a second row or metric.
     record.armed = false;
-    owned.ttft = Some(outcome.first_event_at.duration_since(owned.started));
+    // TTFT is the first event carrying output (engines often send an empty role chunk first);
+    // a stream with no output at all falls back to its first event.
+    let first_event_ttft = outcome.first_event_at.duration_since(owned.started);
     let model = model.to_string();
     let StreamOutcome {
         attempt,
@@ -419,6 +421,9 @@ fn stream_response(
         while let Some(item) = upstream.next().await {
             match item {
                 Ok(mut event) if native => {
+                    if record.ttft.is_none() && carries_output(&event, true) {
+                        record.ttft = Some(record.started.elapsed());
+                    }
                     // An Anthropic event from an Anthropic upstream: relayed as is.
                     record.take_anthropic_event_usage(&event);
                     if let Some(message) = event.get_mut("message").filter(|m| m.get("model").is_some()) {
@@ -428,6 +433,9 @@ fn stream_response(
                     yield Ok::<Bytes, Infallible>(anthropic_frame(&name, &event));
                 }
                 Ok(mut chunk) => {
+                    if record.ttft.is_none() && carries_output(&chunk, false) {
+                        record.ttft = Some(record.started.elapsed());
+                    }
                     if let Some(usage) = chunk.get("usage").filter(|u| u.is_object()) {
                         record.take_usage(usage);
                     }
@@ -457,6 +465,7 @@ fn stream_response(
             }
         }
         record.upstream_time += upstream_started.elapsed();
+        record.ttft.get_or_insert(first_event_ttft);
         match failed {
             None => {
                 attempt.endpoint.record_completion();
@@ -493,6 +502,24 @@ fn stream_response(
     headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
     *response.status_mut() = StatusCode::OK;
     response
+}
+
+/// Whether a stream item carries generated output: text, a tool call, or (Anthropic) a
+/// content delta.
+fn carries_output(item: &Value, anthropic_event: bool) -> bool {
+    if anthropic_event {
+        return item.get("type").and_then(Value::as_str) == Some("content_block_delta");
+    }
+    let Some(choice) = item.pointer("/choices/0") else {
+        return false;
+    };
+    let non_empty = |v: Option<&Value>| v.and_then(Value::as_str).is_some_and(|t| !t.is_empty());
+    non_empty(choice.pointer("/delta/content"))
+        || non_empty(choice.get("text"))
+        || choice
+            .pointer("/delta/tool_calls")
+            .is_some_and(|t| !t.is_null())
+        || non_empty(choice.pointer("/delta/reasoning_content"))
 }
 
 fn record_state(record: &RequestRecord) -> Arc<AppState> {
@@ -597,6 +624,29 @@ mod tests {
             )
             .is_err()
         );
+    }
+
+    #[test]
+    fn output_is_text_tool_calls_or_content_deltas() {
+        assert!(!carries_output(
+            &json!({"choices": [{"delta": {"role": "assistant", "content": ""}}]}),
+            false
+        ));
+        assert!(carries_output(
+            &json!({"choices": [{"delta": {"content": "a"}}]}),
+            false
+        ));
+        assert!(carries_output(
+            &json!({"choices": [{"delta": {"tool_calls": [{"index": 0}]}}]}),
+            false
+        ));
+        assert!(carries_output(&json!({"choices": [{"text": "x"}]}), false));
+        assert!(!carries_output(&json!({"choices": [], "usage": {}}), false));
+        assert!(!carries_output(&json!({"type": "message_start"}), true));
+        assert!(carries_output(
+            &json!({"type": "content_block_delta"}),
+            true
+        ));
     }
 
     #[test]

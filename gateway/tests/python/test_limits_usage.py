@@ -150,4 +150,7 @@ def test_one_usage_row_per_request_in_clickhouse(start_gateway, mock_factory):
         assert int(row["input_tokens"]) == 1 and int(row["output_tokens"]) == 3
         assert float(row["cost"]) == pytest.approx(7.0)
         assert row["provider"] == "engine" and row["endpoint"] == "qwen-0"
+        if was_streamed:
+            assert row["ttft_ms"] is not None and 0 < float(row["ttft_ms"]) <= float(row["latency_ms"])
+        assert 0 <= float(row["gateway_overhead_ms"]) <= float(row["latency_ms"])
     assert any(int(r["status"]) == 404 for r in found)
