@@ -245,9 +245,11 @@ async fn run(
     let body: Value = serde_json::from_slice(&bytes)
         .map_err(|e| fail(GatewayError::invalid(format!("invalid JSON body: {e}"))))?;
     let (model, stream, max_tokens) = validate(api, &body).map_err(fail)?;
-    record.served_model = model.clone();
+    // Bounded: a caller can send any string as the model.
+    record.served_model = model.chars().take(256).collect();
     record.streamed = stream;
     let route = snapshot.resolve(&key, &model).map_err(fail)?;
+    record.model_resolved = true;
 
     // `/v1/messages` keeps the caller's body for providers that speak Anthropic natively; the
     // OpenAI form serves the others (and may not exist, e.g. for document blocks).

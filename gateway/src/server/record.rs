@@ -24,6 +24,8 @@ pub struct RequestRecord {
     pub namespace: String,
     pub key_id: String,
     pub served_model: String,
+    /// The served name exists in the snapshot: only then is it a metric label (a bounded set).
+    pub model_resolved: bool,
     pub deployment: String,
     pub provider: String,
     pub upstream: String,
@@ -94,6 +96,7 @@ impl RequestRecord {
             namespace: String::new(),
             key_id: String::new(),
             served_model: String::new(),
+            model_resolved: false,
             deployment: String::new(),
             provider: String::new(),
             upstream: String::new(),
@@ -209,10 +212,10 @@ impl Drop for RequestRecord {
             self.record_span(status);
         }
         let metrics = &self.state.metrics;
-        let model = if self.served_model.is_empty() {
-            "-".to_string()
-        } else {
+        let model = if self.model_resolved {
             self.served_model.clone()
+        } else {
+            "-".to_string()
         };
         metrics
             .requests

@@ -205,6 +205,7 @@ def test_forbidden_and_unknown_models(world):
     with pytest.raises(openai.NotFoundError) as e:
         world["gw"].openai(SECRET).chat.completions.create(model="nope", messages=[{"role": "user", "content": "x"}])
     assert "nope" in str(e.value)
+    assert "nope" not in world["gw"].metrics(), "unknown model names never become metric labels"
 
 
 def test_malformed_bodies_are_400_and_never_crash(world):
