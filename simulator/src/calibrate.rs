@@ -575,3 +575,65 @@ pub fn fit_correction(samples: &[Sample], params: &FittedParams) -> crate::param
         ttft: Some(ttft),
     }
 }
+
+/// The whole calibration: fit the analytic parameters on the training rows, fit the learned
+/// correction, and keep each half of it (TPOT, then TTFT) only where it beats the analytic
+/// model on held-back rows (the rule for a learned correction). Returns the parameters,
+/// their held-back report and a one-sentence summary (also stored in `notes`).
+pub fn calibrate(
+    samples: &[Sample],
+    command: &str,
+    rounds: usize,
+    allow_correction: bool,
+) -> (FittedParams, AccuracyReport, String) {
+    use crate::params::Correction;
+    let mut params = fit(samples, command, rounds);
+    let analytic = evaluate(samples, &params);
+    if !allow_correction {
+        let summary = format!(
+            "Held-back agg rows, analytic model only: TTFT MAPE {:.1}%, TPOT MAPE {:.1}%.",
+            analytic.overall.ttft_mape, analytic.overall.tpot_mape
+        );
+        params.notes = format!("{} {summary}", params.notes);
+        return (params, analytic, summary);
+    }
+    let correction = fit_correction(samples, &params);
+    let mut with_tpot = params.clone();
+    with_tpot.correction = Some(Correction {
+        ttft: None,
+        ..correction.clone()
+    });
+    let tpot_only = evaluate(samples, &with_tpot);
+    let keep_tpot = tpot_only.overall.tpot_mape < analytic.overall.tpot_mape;
+    let base = if keep_tpot { &tpot_only } else { &analytic };
+    let mut with_both = params.clone();
+    with_both.correction = Some(Correction {
+        tpot: if keep_tpot {
+            correction.tpot.clone()
+        } else {
+            None
+        },
+        ..correction.clone()
+    });
+    let both = evaluate(samples, &with_both);
+    let keep_ttft = both.overall.ttft_mape < base.overall.ttft_mape;
+    let summary = format!(
+        "Held-back agg rows, analytic model alone: TTFT MAPE {:.1}%, TPOT MAPE {:.1}%. With the learned correction: TPOT {:.1}% ({}), TTFT {:.1}% ({}).",
+        analytic.overall.ttft_mape,
+        analytic.overall.tpot_mape,
+        tpot_only.overall.tpot_mape,
+        if keep_tpot { "kept" } else { "left out" },
+        both.overall.ttft_mape,
+        if keep_ttft { "kept" } else { "left out" },
+    );
+    if keep_tpot || keep_ttft {
+        params.correction = Some(Correction {
+            tpot: if keep_tpot { correction.tpot } else { None },
+            ttft: if keep_ttft { correction.ttft } else { None },
+            features: correction.features,
+        });
+    }
+    let report = evaluate(samples, &params);
+    params.notes = format!("{} {summary}", params.notes);
+    (params, report, summary)
+}

@@ -1,10 +1,10 @@
 //! `bud-sim`: a thin command line over the `bud_simulator` library.
 
 use bud_simulator::batch::predict_csv;
-use bud_simulator::calibrate::{evaluate, fit, fit_correction, load_samples};
+use bud_simulator::calibrate::{calibrate, evaluate, load_samples};
 use bud_simulator::hardware::HardwareCatalog;
 use bud_simulator::model::{ModelCatalog, ModelSpec};
-use bud_simulator::params::{Correction, FittedParams};
+use bud_simulator::params::FittedParams;
 use bud_simulator::search::{CandidatePool, Objective, PlanRequest, PlanResult, SearchMode, Slo};
 use bud_simulator::serve::{Emulator, EmulatorConfig};
 use bud_simulator::{Engine, Precision, ServingConfig, Workload, plan};
@@ -474,56 +474,8 @@ fn run(cli: Cli) -> Result<(), String> {
                 out.display()
             );
             let started = Instant::now();
-            let mut params = fit(&samples, &command, rounds);
-            let analytic = evaluate(&samples, &params);
-            if no_correction {
-                let report_now = evaluate(&samples, &params);
-                let text = serde_json::to_string_pretty(&params).map_err(|e| e.to_string())?;
-                std::fs::write(&out, text + "\n").map_err(|e| format!("{}: {e}", out.display()))?;
-                println!("{}", report_now.to_markdown());
-                return Ok(());
-            }
-            let correction = fit_correction(&samples, &params);
-            // Keep each half of the learned correction only where it beats the analytic model
-            // on held-back rows (the rule for a learned correction).
-            let mut with_tpot = params.clone();
-            with_tpot.correction = Some(Correction {
-                ttft: None,
-                ..correction.clone()
-            });
-            let tpot_only = evaluate(&samples, &with_tpot);
-            let keep_tpot =
-                !no_correction && tpot_only.overall.tpot_mape < analytic.overall.tpot_mape;
-            let base = if keep_tpot { &tpot_only } else { &analytic };
-            let mut with_both = params.clone();
-            with_both.correction = Some(Correction {
-                tpot: if keep_tpot {
-                    correction.tpot.clone()
-                } else {
-                    None
-                },
-                ..correction.clone()
-            });
-            let both = evaluate(&samples, &with_both);
-            let keep_ttft = !no_correction && both.overall.ttft_mape < base.overall.ttft_mape;
-            let summary = format!(
-                "Held-back agg rows, analytic model alone: TTFT MAPE {:.1}%, TPOT MAPE {:.1}%. With the learned correction: TPOT {:.1}% ({}), TTFT {:.1}% ({}).",
-                analytic.overall.ttft_mape,
-                analytic.overall.tpot_mape,
-                tpot_only.overall.tpot_mape,
-                if keep_tpot { "kept" } else { "left out" },
-                both.overall.ttft_mape,
-                if keep_ttft { "kept" } else { "left out" },
-            );
-            if keep_tpot || keep_ttft {
-                params.correction = Some(Correction {
-                    tpot: if keep_tpot { correction.tpot } else { None },
-                    ttft: if keep_ttft { correction.ttft } else { None },
-                    features: correction.features,
-                });
-            }
-            let report_now = evaluate(&samples, &params);
-            params.notes = format!("{} {summary}", params.notes);
+            let (params, report_now, summary) =
+                calibrate(&samples, &command, rounds, !no_correction);
             let text = serde_json::to_string_pretty(&params).map_err(|e| e.to_string())?;
             std::fs::write(&out, text + "\n").map_err(|e| format!("{}: {e}", out.display()))?;
             let md = report_now.to_markdown();
