@@ -11,6 +11,10 @@
 # so CI can run:  eval "$(gateway/tests/services.sh start)"; cargo test -p bud-gateway; gateway/tests/services.sh stop
 # Progress goes to stderr; only the export lines go to stdout.
 #
+# With BUD_TEST_CHDB=1, `start` also runs current ClickHouse's engine (chDB from PyPI, in a venv
+# under BUD_TEST_CHDB_VENV) behind usage_chdb_http.py and exports
+#   export BUD_TEST_CLICKHOUSE_CURRENT_URL=http://127.0.0.1:PORT
+#
 # Debian's clickhouse-server is 18.16 (the oldest version the exporter supports); a current
 # `clickhouse` single binary found on PATH works too. Tests that need an outage start their own
 # servers; these shared ones serve the rest.
@@ -141,7 +145,26 @@ stop_pid_file() {
     rm -f "$file"
 }
 
+start_chdb() {
+    local venv="${BUD_TEST_CHDB_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/bud-foundry/chdb-venv}"
+    if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import chdb' 2>/dev/null; then
+        log "installing chdb (PyPI) into $venv"
+        python3 -m venv "$venv" >&2
+        "$venv/bin/pip" install -q chdb >&2
+    fi
+    mkdir -p "$dir/chdb"
+    "$venv/bin/python" "$(dirname "${BASH_SOURCE[0]}")/usage_chdb_http.py" --port 0 --path "$dir/chdb/data" \
+        >"$dir/chdb/stdout.log" 2>"$dir/chdb/stderr.log" &
+    echo $! >"$dir/chdb/chdb.pid"
+    wait_until 60 "the chDB HTTP stand-in" grep -q '^listening on ' "$dir/chdb/stdout.log"
+    local address
+    address="$(awk '/^listening on / {print $3; exit}' "$dir/chdb/stdout.log")"
+    echo "export BUD_TEST_CLICKHOUSE_CURRENT_URL=http://$address" >>"$dir/env"
+    log "current ClickHouse engine ($(cat "$dir/chdb/stderr.log")) ready on $address"
+}
+
 stop() {
+    stop_pid_file "$dir/chdb/chdb.pid"
     stop_pid_file "$dir/redis/redis.pid"
     stop_pid_file "$dir/clickhouse/clickhouse.pid"
     rm -rf "$dir"
@@ -162,6 +185,9 @@ start)
     mv "$dir/env.partial" "$dir/env"
     start_redis
     start_clickhouse
+    if [ "${BUD_TEST_CHDB:-}" = 1 ]; then
+        start_chdb
+    fi
     trap - ERR
     cat "$dir/env"
     ;;

@@ -1,6 +1,7 @@
 //! Usage export against a real `clickhouse-server`: rows read back (compressed and plain),
 //! the schema recreated after it disappears, schema validation switched on and off, and an
-//! outage (server killed) with recovery (server restarted on the same data directory).
+//! outage (server killed) with recovery (server restarted on the same data directory); and,
+//! when `BUD_TEST_CLICKHOUSE_CURRENT_URL` is set, the same schema and rows on current ClickHouse.
 //!
 //! Uses the ClickHouse at `BUD_TEST_CLICKHOUSE_URL` when set (see `tests/services.sh`),
 //! otherwise starts its own server on free loopback ports; the outage test always starts its
@@ -325,6 +326,55 @@ async fn rows_are_read_back_compressed_and_plain() {
         )
         .unwrap();
         assert_eq!(plain.trim(), "\\N\t\\N\t0");
+        let _ = query(&url, &format!("DROP DATABASE {database}"));
+    }
+}
+
+/// Current ClickHouse (`BUD_TEST_CLICKHOUSE_CURRENT_URL`, e.g. the chDB-backed
+/// `usage_chdb_http.py` that `services.sh` starts with `BUD_TEST_CHDB=1`): the same schema,
+/// validation and JSONEachRow inserts must work there too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn current_clickhouse_accepts_the_same_schema_and_rows() {
+    init_tracing();
+    let Ok(url) = std::env::var("BUD_TEST_CLICKHOUSE_CURRENT_URL") else {
+        println!(
+            "SKIPPED current_clickhouse_accepts_the_same_schema_and_rows: BUD_TEST_CLICKHOUSE_CURRENT_URL is not set \
+             (BUD_TEST_CHDB=1 gateway/tests/services.sh start)"
+        );
+        return;
+    };
+    for compression in [true, false] {
+        let database = unique_database("current");
+        let table = format!("{database}.usage");
+        let exporter = spawn_clickhouse_exporter(ClickHouseConfig {
+            compression,
+            ..config(&url, &database)
+        });
+        for i in 0..60 {
+            let mut record = row(format!("req-{i:03}"));
+            if i == 7 {
+                record.error_type = Some("upstream_timeout".into());
+                record.ttft_ms = Some(3.5);
+                record.streamed = true;
+            }
+            exporter.record(record);
+        }
+        eventually(
+            "60 rows in current ClickHouse",
+            Duration::from_secs(30),
+            || count(&url, &table) == 60,
+        )
+        .await;
+        let special = query(
+            &url,
+            &format!(
+                "SELECT request_id, error_type, ttft_ms, streamed, toString(time) != '' \
+                 FROM {table} WHERE request_id = 'req-007' FORMAT TabSeparated"
+            ),
+        )
+        .unwrap();
+        assert_eq!(special.trim(), "req-007\tupstream_timeout\t3.5\t1\t1");
+        assert_eq!(metric(&exporter, "usage_rows_dropped_total"), 0.0);
         let _ = query(&url, &format!("DROP DATABASE {database}"));
     }
 }
