@@ -21,6 +21,10 @@
 //! `ratelimit_redis_errors_total` and every locally decided admission
 //! `ratelimit_fallback_admissions_total`.
 //!
+//! Local buckets are created on a key's first request and kept for the life of the process
+//! (two atomics per key id; key ids come from the routing snapshot, so they are bounded). In
+//! Redis, a key's buckets expire as soon as they are full again.
+//!
 //! The module must not touch the request body, the routing snapshot or any I/O other than
 //! Redis; it never blocks on a lock.
 
