@@ -83,29 +83,35 @@ impl LocalControlPlane {
     /// Its kubeconfig made self-contained (the certificate authority embedded), as a
     /// kubeconfig Secret must be. With `token`, that bearer token replaces the admin's.
     pub fn self_contained_kubeconfig(&self, token: Option<&str>) -> anyhow::Result<String> {
-        let mut doc: serde_yaml::Value =
-            serde_yaml::from_str(&std::fs::read_to_string(&self.kubeconfig)?)?;
-        for cluster in doc["clusters"].as_sequence_mut().into_iter().flatten() {
-            let inner = &mut cluster["cluster"];
-            if let Some(path) = inner["certificate-authority"].as_str() {
-                let pem = std::fs::read(path)?;
-                // ByteString serializes as base64, the encoding kubeconfig `*-data` fields use.
-                let data = serde_json::to_value(k8s_openapi::ByteString(pem))?;
-                let map = inner.as_mapping_mut().expect("cluster is a mapping");
-                map.remove("certificate-authority");
-                map.insert(
-                    "certificate-authority-data".into(),
-                    serde_yaml::Value::String(data.as_str().unwrap_or_default().to_owned()),
-                );
-            }
-        }
-        if let Some(token) = token {
-            for user in doc["users"].as_sequence_mut().into_iter().flatten() {
-                user["user"]["token"] = serde_yaml::Value::String(token.to_owned());
-            }
-        }
-        Ok(serde_yaml::to_string(&doc)?)
+        self_contained_kubeconfig(&self.kubeconfig, token)
     }
+}
+
+/// The kubeconfig file at `path` made self-contained: `certificate-authority` files are
+/// embedded as `certificate-authority-data`. With `token`, that bearer token replaces every
+/// user's credentials.
+pub fn self_contained_kubeconfig(path: &Path, token: Option<&str>) -> anyhow::Result<String> {
+    let mut doc: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(path)?)?;
+    for cluster in doc["clusters"].as_sequence_mut().into_iter().flatten() {
+        let inner = &mut cluster["cluster"];
+        if let Some(ca_path) = inner["certificate-authority"].as_str() {
+            let pem = std::fs::read(ca_path)?;
+            // ByteString serializes as base64, the encoding kubeconfig `*-data` fields use.
+            let data = serde_json::to_value(k8s_openapi::ByteString(pem))?;
+            let map = inner.as_mapping_mut().expect("cluster is a mapping");
+            map.remove("certificate-authority");
+            map.insert(
+                "certificate-authority-data".into(),
+                serde_yaml::Value::String(data.as_str().unwrap_or_default().to_owned()),
+            );
+        }
+    }
+    if let Some(token) = token {
+        for user in doc["users"].as_sequence_mut().into_iter().flatten() {
+            user["user"]["token"] = serde_yaml::Value::String(token.to_owned());
+        }
+    }
+    Ok(serde_yaml::to_string(&doc)?)
 }
 
 impl Drop for LocalControlPlane {

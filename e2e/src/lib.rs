@@ -3,6 +3,7 @@
 //! `tests/`; they run against the cluster `KUBECONFIG` names — the local control plane that
 //! `e2e/cluster/up.sh` starts, or any existing cluster.
 
+pub mod arm;
 pub mod control_plane;
 pub mod engine_runtime;
 pub mod fleet;
