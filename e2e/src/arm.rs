@@ -173,7 +173,7 @@ fn answer(state: &mut ArmState, method: &str, path: &str, body: &str) -> Answer 
             json!({"kubeconfigs": [{"name": "clusterAdmin", "value": value}]}),
         );
     }
-    let mut operation = |state: &mut ArmState, on_done: &'static str| {
+    let operation = |state: &mut ArmState, on_done: &'static str| {
         state.next_operation += 1;
         let id = format!("op{}", state.next_operation);
         state.operations.insert(id.clone(), (1, on_done));
