@@ -103,12 +103,26 @@ pub fn emulator_args(
 struct Engine {
     child: Child,
     address: String,
+    /// `namespace/pod`.
+    pod: String,
+}
+
+/// How long a terminating pod's emulator keeps serving, as a kubelet's grace period lets an
+/// engine finish its requests while routers stop sending new ones.
+const DRAIN: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Emulators running now, by pod uid, and those draining after their pod terminated, by
+/// address (a new pod may get the same address; its emulator then replaces the draining one).
+#[derive(Default)]
+struct Engines {
+    running: HashMap<String, Engine>,
+    draining: HashMap<String, Child>,
 }
 
 /// The runtime; stops every emulator when dropped.
 pub struct EngineRuntime {
     task: tokio::task::JoinHandle<()>,
-    engines: Arc<Mutex<HashMap<String, Engine>>>,
+    engines: Arc<Mutex<Engines>>,
 }
 
 impl EngineRuntime {
@@ -121,7 +135,7 @@ impl EngineRuntime {
     ) -> anyhow::Result<Self> {
         let bin = target_binary("BUD_SIM_BIN", "bud-sim")?;
         std::fs::create_dir_all(&log_dir)?;
-        let engines: Arc<Mutex<HashMap<String, Engine>>> = Arc::default();
+        let engines: Arc<Mutex<Engines>> = Arc::default();
         let shared = engines.clone();
         let task = tokio::spawn(async move {
             let pods: Api<Pod> = Api::all(client);
@@ -140,11 +154,35 @@ impl EngineRuntime {
         Ok(Self { task, engines })
     }
 
+    /// Kills the emulators of pods in `namespace` whose name starts with `prefix`, as an
+    /// engine crash would, leaving the pods Running; returns how many were killed.
+    pub fn crash(&self, namespace: &str, prefix: &str) -> usize {
+        let mut engines = self.engines.lock().unwrap_or_else(|e| e.into_inner());
+        let wanted = format!("{namespace}/{prefix}");
+        let mut killed = 0;
+        for engine in engines
+            .running
+            .values_mut()
+            .filter(|e| e.pod.starts_with(&wanted))
+        {
+            if engine.child.start_kill().is_ok() {
+                killed += 1;
+            }
+        }
+        killed
+    }
+
     /// Addresses (`ip:port`) of the emulators running now.
     pub fn addresses(&self) -> Vec<String> {
         let mut engines = self.engines.lock().unwrap_or_else(|e| e.into_inner());
-        engines.retain(|_, e| e.child.try_wait().map(|s| s.is_none()).unwrap_or(false));
-        engines.values().map(|e| e.address.clone()).collect()
+        engines
+            .running
+            .retain(|_, e| e.child.try_wait().map(|s| s.is_none()).unwrap_or(false));
+        engines
+            .running
+            .values()
+            .map(|e| e.address.clone())
+            .collect()
     }
 }
 
@@ -152,8 +190,11 @@ impl Drop for EngineRuntime {
     fn drop(&mut self) {
         self.task.abort();
         let mut engines = self.engines.lock().unwrap_or_else(|e| e.into_inner());
-        for (_, mut engine) in engines.drain() {
+        for (_, mut engine) in engines.running.drain() {
             let _ = engine.child.start_kill();
+        }
+        for (_, mut child) in engines.draining.drain() {
+            let _ = child.start_kill();
         }
     }
 }
@@ -168,20 +209,33 @@ fn reconcile_pod(
     bin: &Path,
     extra_args: &[String],
     log_dir: &Path,
-    engines: &Mutex<HashMap<String, Engine>>,
+    shared: &Arc<Mutex<Engines>>,
 ) {
     let key = pod
         .uid()
         .unwrap_or_else(|| format!("{}/{}", pod.namespace().unwrap_or_default(), pod.name_any()));
-    let mut engines = engines.lock().unwrap_or_else(|e| e.into_inner());
+    let mut engines = shared.lock().unwrap_or_else(|e| e.into_inner());
     let ip = pod.status.as_ref().and_then(|s| s.pod_ip.clone());
     if !is_running(pod) || ip.is_none() {
-        if let Some(mut engine) = engines.remove(&key) {
-            let _ = engine.child.start_kill();
+        if let Some(engine) = engines.running.remove(&key) {
+            let address = engine.address.clone();
+            engines.draining.insert(address.clone(), engine.child);
+            let shared = shared.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(DRAIN).await;
+                let child = shared
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .draining
+                    .remove(&address);
+                if let Some(mut child) = child {
+                    let _ = child.start_kill();
+                }
+            });
         }
         return;
     }
-    if engines.contains_key(&key) {
+    if engines.running.contains_key(&key) {
         return;
     }
     let ip = ip.unwrap_or_default();
@@ -235,11 +289,12 @@ fn reconcile_pod(
         .spawn()
     {
         Ok(child) => {
-            engines.insert(
+            engines.running.insert(
                 key,
                 Engine {
                     child,
                     address: format!("{ip}:{port}"),
+                    pod: format!("{}/{}", pod.namespace().unwrap_or_default(), pod.name_any()),
                 },
             );
         }

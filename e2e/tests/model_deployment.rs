@@ -9,6 +9,7 @@ use bud_e2e::engine_runtime::EngineRuntime;
 use bud_e2e::harness::{
     self, GatewayProcess, OperatorProcess, TestNamespace, run_tool, target_binary, wait_until,
 };
+use futures::FutureExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Node, Pod, Secret};
 use kube::Client;
@@ -336,14 +337,306 @@ async fn insufficient_capacity(client: &Client, ns: &TestNamespace) -> anyhow::R
     result.map(|_| ())
 }
 
+/// The load client (e2e/clients/load.py) running until [`Load::finish`].
+struct Load {
+    child: tokio::process::Child,
+    stop_file: std::path::PathBuf,
+}
+
+impl Load {
+    fn start(gateway: &GatewayProcess, key: &str, model: &str) -> anyhow::Result<Self> {
+        let stop_file = std::env::temp_dir().join(format!(
+            "load-stop-{}-{}",
+            std::process::id(),
+            harness::free_port()?
+        ));
+        let _ = std::fs::remove_file(&stop_file);
+        let child = tokio::process::Command::new("python3")
+            .arg(repo().join("e2e/clients/load.py"))
+            .args([
+                format!("{}/v1", gateway.url),
+                key.to_owned(),
+                model.to_owned(),
+                stop_file.display().to_string(),
+            ])
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()?;
+        Ok(Self { child, stop_file })
+    }
+
+    /// Stops the load and returns its tally: `{"ok", "failed", "errors", "models"}`.
+    async fn finish(self) -> anyhow::Result<serde_json::Value> {
+        std::fs::write(&self.stop_file, "")?;
+        let output =
+            tokio::time::timeout(Duration::from_secs(60), self.child.wait_with_output()).await??;
+        let _ = std::fs::remove_file(&self.stop_file);
+        Ok(serde_json::from_slice(&output.stdout)?)
+    }
+}
+
+fn explicit_deployment(name: &str, served: &str, replicas: i32, revision: Option<&str>) -> String {
+    format!(
+        "apiVersion: bud.studio/v1alpha1\nkind: ModelDeployment\nmetadata: {{name: {name}}}\nspec:\n  model: {{uri: hf://Qwen/Qwen3-8B{}}}\n  servedName: {served}\n  placement: {{accelerator: NVIDIA-H100-80GB-HBM3, tensorParallel: 1}}\n  replicas: {replicas}\n",
+        revision
+            .map(|r| format!(", revision: {r}"))
+            .unwrap_or_default()
+    )
+}
+
+fn api_key_yaml(name: &str, model: &str) -> String {
+    format!(
+        "apiVersion: bud.studio/v1alpha1\nkind: ApiKey\nmetadata: {{name: {name}}}\nspec: {{models: [{model}]}}\n"
+    )
+}
+
+async fn pods_of(client: &Client, namespace: &str, deployment: &str) -> anyhow::Result<Vec<Pod>> {
+    Ok(Api::<Pod>::namespaced(client.clone(), namespace)
+        .list(&ListParams::default().labels(&format!("bud.studio/model-deployment={deployment}")))
+        .await?
+        .items)
+}
+
+/// Scenario 4: `kubectl scale`, a new model revision, and deletion: children follow, and the
+/// gateway stops routing to removed endpoints without a failed request.
+async fn scale_revise_delete(
+    client: &Client,
+    ns: &TestNamespace,
+    gateway: &GatewayProcess,
+) -> anyhow::Result<()> {
+    kubectl_apply_text(
+        &ns.name,
+        &explicit_deployment("lifecycle", "lifecycle", 2, None),
+    )?;
+    kubectl_apply_text(&ns.name, &api_key_yaml("lifecycle", "lifecycle"))?;
+    let api: Api<ModelDeployment> = Api::namespaced(client.clone(), &ns.name);
+    wait_ready(&api, "lifecycle").await?;
+    let key = api_key(client, &ns.name, "lifecycle").await?;
+    chat(gateway, &key, "lifecycle").await?;
+
+    let load = Load::start(gateway, &key, "lifecycle")?;
+    // A new revision rolls the pods one at a time (maxSurge 0): one replica keeps serving.
+    kubectl_apply_text(
+        &ns.name,
+        &explicit_deployment("lifecycle", "lifecycle", 2, Some("main")),
+    )?;
+    wait_until("the rollout of the new revision", ROLLOUT, || async {
+        let pods = pods_of(client, &ns.name, "lifecycle").await?;
+        let rolled = pods.len() == 2
+            && pods.iter().all(|p| {
+                p.spec
+                    .as_ref()
+                    .and_then(|s| s.init_containers.as_ref())
+                    .and_then(|c| c[0].args.as_ref())
+                    .is_some_and(|a| a.iter().any(|x| x == "main"))
+            });
+        let md = api.get("lifecycle").await?;
+        let ready = md.status.as_ref().is_some_and(|s| {
+            s.ready_replicas == 2
+                && find_condition(&s.conditions, READY).is_some_and(|c| c.status == "True")
+        });
+        Ok((rolled && ready).then_some(()))
+    })
+    .await?;
+    // Scale down through the /scale subresource.
+    run_tool(
+        "kubectl",
+        &[
+            "scale",
+            "--namespace",
+            &ns.name,
+            "modeldeployment/lifecycle",
+            "--replicas",
+            "1",
+        ],
+    )?;
+    wait_until("one replica left", ROLLOUT, || async {
+        let md = api.get("lifecycle").await?;
+        let status = md.status.unwrap_or_default();
+        let pods = pods_of(client, &ns.name, "lifecycle").await?;
+        Ok((md.spec.replicas == Some(1)
+            && status.endpoints.len() == 1
+            && status.ready_replicas == 1
+            && pods.len() == 1)
+            .then_some(()))
+    })
+    .await?;
+    // Requests keep flowing a moment after the last change.
+    chat(gateway, &key, "lifecycle").await?;
+    let tally = load.finish().await?;
+    assert_eq!(
+        tally["failed"], 0,
+        "requests failed while the deployment changed: {tally}"
+    );
+    assert!(tally["ok"].as_u64().unwrap_or(0) > 0, "{tally}");
+
+    api.delete("lifecycle", &DeleteParams::default()).await?;
+    wait_until(
+        "the engine Deployment and pods to be garbage-collected",
+        ROLLOUT,
+        || async {
+            let deployments = Api::<Deployment>::namespaced(client.clone(), &ns.name)
+                .list(&ListParams::default())
+                .await?;
+            let pods = pods_of(client, &ns.name, "lifecycle").await?;
+            Ok((deployments.items.is_empty() && pods.is_empty()).then_some(()))
+        },
+    )
+    .await?;
+    Ok(())
+}
+
+/// Scenario 5: a self-hosted deployment with an external-provider fallback (a mock provider
+/// speaking the OpenAI wire format): killing the engine pods fails no request.
+async fn fallback(
+    client: &Client,
+    ns: &TestNamespace,
+    gateway: &GatewayProcess,
+    runtime: &EngineRuntime,
+) -> anyhow::Result<()> {
+    let sim = target_binary("BUD_SIM_BIN", "bud-sim")?;
+    let port = harness::free_port()?;
+    let mut provider = tokio::process::Command::new(&sim)
+        .args([
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "--model",
+            "Qwen/Qwen3-0.6B",
+            "--served-model-name",
+            "gpt-4o-mini",
+            "--time-scale",
+            "0.05",
+        ])
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()?;
+    let provider_addr = format!("127.0.0.1:{port}");
+    wait_until("the mock provider", Duration::from_secs(30), || async {
+        Ok(harness::http_get(&provider_addr, "/v1/models").ok())
+    })
+    .await?;
+
+    let yaml = format!(
+        "{}---\napiVersion: v1\nkind: Secret\nmetadata: {{name: provider-credentials}}\nstringData: {{apiKey: sk-test-not-a-secret}}\n---\napiVersion: bud.studio/v1alpha1\nkind: ModelDeployment\nmetadata: {{name: chat-provider}}\nspec:\n  provider: {{type: OpenAICompatible, model: gpt-4o-mini, baseUrl: 'http://{provider_addr}/v1', credentialsSecretRef: {{name: provider-credentials, key: apiKey}}}}\n  servedName: chat\n  routing: {{priority: 10}}\n---\n{}",
+        explicit_deployment("chat-engine", "chat", 2, None),
+        api_key_yaml("chat", "chat"),
+    );
+    kubectl_apply_text(&ns.name, &yaml)?;
+    let api: Api<ModelDeployment> = Api::namespaced(client.clone(), &ns.name);
+    wait_ready(&api, "chat-engine").await?;
+    wait_ready(&api, "chat-provider").await?;
+    let key = api_key(client, &ns.name, "chat").await?;
+    chat(gateway, &key, "chat").await?;
+
+    let load = Load::start(gateway, &key, "chat")?;
+    // The engines crash (their pods stay Running): the gateway ejects them and falls back.
+    let provider_served = || -> anyhow::Result<f64> {
+        let metrics = harness::http_get(&provider_addr, "/metrics")?;
+        Ok(metrics
+            .lines()
+            .filter(|l| l.starts_with("vllm:request_success_total"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum())
+    };
+    let before = provider_served()?;
+    assert!(
+        runtime.crash(&ns.name, "chat-engine") == 2,
+        "expected two engine emulators to crash"
+    );
+    wait_until(
+        "the fallback provider to serve 20 requests",
+        Duration::from_secs(60),
+        || async { Ok((provider_served()? >= before + 20.0).then_some(())) },
+    )
+    .await?;
+    // Replacing the pods brings the engine back.
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
+    for pod in pods_of(client, &ns.name, "chat-engine").await? {
+        pods.delete(
+            &pod.metadata.name.unwrap(),
+            &DeleteParams::default().grace_period(0),
+        )
+        .await?;
+    }
+    wait_until("the engine to be Ready again", ROLLOUT, || async {
+        let md = api.get("chat-engine").await?;
+        let pods = pods_of(client, &ns.name, "chat-engine").await?;
+        let fresh = pods.iter().all(|p| p.metadata.deletion_timestamp.is_none()) && pods.len() == 2;
+        Ok((fresh && md.status.is_some_and(|s| s.ready_replicas == 2)).then_some(()))
+    })
+    .await?;
+    chat(gateway, &key, "chat").await?;
+    let tally = load.finish().await?;
+    assert!(
+        tally["failed"] == 0,
+        "requests failed while the engine was down: {tally}"
+    );
+    let _ = provider.kill().await;
+    Ok(())
+}
+
+/// Scenario 6: the operator restarted in the middle of a rollout converges without
+/// duplicates.
+async fn operator_restart(
+    client: &Client,
+    ns: &TestNamespace,
+    operator: &mut Option<OperatorProcess>,
+    lease_namespace: &str,
+) -> anyhow::Result<()> {
+    kubectl_apply_text(
+        &ns.name,
+        "apiVersion: bud.studio/v1alpha1\nkind: ModelDeployment\nmetadata: {name: restart}\nspec:\n  model: {uri: hf://Qwen/Qwen3-8B}\n  workload: {inputTokens: 512, outputTokens: 128, concurrency: 8}\n  slo: {ttftMs: 2000, tpotMs: 100}\n  replicas: 2\n",
+    )?;
+    let api: Api<ModelDeployment> = Api::namespaced(client.clone(), &ns.name);
+    // Stop the operator as soon as it has started the rollout.
+    wait_until("the rollout to start", ROLLOUT, || async {
+        Ok(Api::<Deployment>::namespaced(client.clone(), &ns.name)
+            .get_opt("restart")
+            .await?
+            .map(|_| ()))
+    })
+    .await?;
+    if let Some(old) = operator.take() {
+        old.stop();
+    }
+    *operator = Some(OperatorProcess::start(&[
+        "--lease-namespace",
+        lease_namespace,
+        "--lease-duration-seconds",
+        "3",
+    ])?);
+    let md = wait_ready(&api, "restart").await?;
+    let deployments = Api::<Deployment>::namespaced(client.clone(), &ns.name)
+        .list(&ListParams::default())
+        .await?
+        .items;
+    assert_eq!(deployments.len(), 1, "duplicate Deployments");
+    let sims = Api::<bud_crds::Simulation>::namespaced(client.clone(), &ns.name)
+        .list(&ListParams::default())
+        .await?
+        .items;
+    assert_eq!(sims.len(), 1, "duplicate Simulations");
+    assert_eq!(pods_of(client, &ns.name, "restart").await?.len(), 2);
+    assert_eq!(md.status.unwrap().ready_replicas, 2);
+    Ok(())
+}
+
 #[tokio::test]
 async fn model_deployments_from_apply_to_chat_completion() -> anyhow::Result<()> {
     let client = harness::client().await?;
     harness::install_crds(&client).await?;
     harness::apply_fleet(&client, &harness::default_fleet()?).await?;
     let control = TestNamespace::create(&client, "md-operator").await?;
-    let _operator = OperatorProcess::start(&["--lease-namespace", &control.name])?;
-    let _runtime = EngineRuntime::start(
+    let mut operator = Some(OperatorProcess::start(&[
+        "--lease-namespace",
+        &control.name,
+        "--lease-duration-seconds",
+        "3",
+    ])?);
+    let runtime = EngineRuntime::start(
         client.clone(),
         vec![],
         std::env::temp_dir().join(format!("{}-engines", control.name)),
@@ -362,12 +655,36 @@ async fn model_deployments_from_apply_to_chat_completion() -> anyhow::Result<()>
     ensure_local_cluster(&client).await?;
 
     let mut failures = Vec::new();
-    for scenario in ["quickstart", "infeasible", "capacity"] {
+    for scenario in [
+        "quickstart",
+        "infeasible",
+        "capacity",
+        "lifecycle",
+        "fallback",
+        "restart",
+    ] {
         let ns = TestNamespace::create(&client, scenario).await?;
-        let result = match scenario {
-            "quickstart" => quickstart(&client, &ns, &gateway, clickhouse.as_deref()).await,
-            "infeasible" => infeasible(&client, &ns).await,
-            _ => insufficient_capacity(&client, &ns).await,
+        // A failed assertion in one scenario must not skip the clean-up and the others.
+        let run = async {
+            match scenario {
+                "quickstart" => quickstart(&client, &ns, &gateway, clickhouse.as_deref()).await,
+                "infeasible" => infeasible(&client, &ns).await,
+                "capacity" => insufficient_capacity(&client, &ns).await,
+                "lifecycle" => scale_revise_delete(&client, &ns, &gateway).await,
+                "fallback" => fallback(&client, &ns, &gateway, &runtime).await,
+                _ => operator_restart(&client, &ns, &mut operator, &control.name).await,
+            }
+        };
+        let result = match std::panic::AssertUnwindSafe(run).catch_unwind().await {
+            Ok(result) => result,
+            Err(panic) => Err(anyhow::anyhow!(
+                "panicked: {}",
+                panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_default()
+            )),
         };
         // Delete the namespace and wait until its engine pods are gone, so that the next
         // scenario finds the fleet's accelerators free.
