@@ -56,17 +56,22 @@ cluster-down:
 
 # The cluster tests run against $KUBECONFIG when it is set (any cluster), else against the
 # local control plane, which this target starts and stops.
+# ClickHouse (for usage rows) runs from its own folder so it never meets the gateway suite's.
 e2e-test: setup
-	cargo build -q -p bud-operator -p bud-e2e
+	cargo build -q -p bud-operator -p bud-e2e -p bud-gateway -p bud-simulator
+	export BUD_TEST_SERVICES_DIR=$(CURDIR)/.work/services-e2e; \
+	trap 'gateway/tests/services.sh stop >/dev/null 2>&1 || true; [ -n "$${KUBECONFIG:-}" ] || e2e/cluster/down.sh $(CLUSTER)' EXIT; \
+	eval "$$(gateway/tests/services.sh start)"; \
+	export PATH="$$(e2e/cluster/build-binaries.sh):$$PATH"; \
 	if [ -n "$${KUBECONFIG:-}" ]; then \
 	  cargo test -p bud-e2e; \
 	else \
-	  trap 'e2e/cluster/down.sh $(CLUSTER)' EXIT; \
 	  $(MAKE) --no-print-directory cluster-up; \
-	  KUBECONFIG=$(KUBECONFIG_LOCAL) PATH="$$(e2e/cluster/build-binaries.sh):$$PATH" cargo test -p bud-e2e; \
+	  KUBECONFIG=$(KUBECONFIG_LOCAL) cargo test -p bud-e2e; \
 	fi
 
 gateway-test: setup ## Gateway suites against real Redis and ClickHouse, and the Python SDK tests.
+	export BUD_TEST_SERVICES_DIR=$(CURDIR)/.work/services-gateway; \
 	trap 'gateway/tests/services.sh stop' EXIT; \
 	eval "$$(gateway/tests/services.sh start)"; \
 	cargo test -p bud-gateway; \
