@@ -83,8 +83,9 @@ struct Health {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_tracing(&cli.log_format);
-    // Both ring (kube) and aws-lc-rs (the AWS SDK) are linked; pick one for every client
-    // that does not choose its own. Fails only if a provider is already installed.
+    // Pick ring for every client that does not choose its own: a workspace-wide build can
+    // link aws-lc-rs too (feature unification), and then rustls refuses to guess. Fails
+    // only if a provider is already installed.
     let _ = rustls::crypto::ring::default_provider().install_default();
 
     let client = kube::Client::try_default().await.map_err(|e| {

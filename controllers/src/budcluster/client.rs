@@ -161,3 +161,82 @@ pub async fn cluster_client_for(
         .insert(name, (source.fingerprint, client.clone()));
     Ok(client)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bud_crds::BudClusterSpec;
+    use bud_crds::conditions::new_condition;
+    use k8s_openapi::jiff::Timestamp;
+
+    fn offline_client() -> Client {
+        // Port 9 (discard) on loopback: any request would fail, and none must be made.
+        Client::try_from(kube::Config::new("http://127.0.0.1:9".parse().unwrap())).unwrap()
+    }
+
+    fn cluster(type_: ClusterType, ready: Option<(bool, &str)>) -> BudCluster {
+        let mut c = BudCluster::new(
+            "c",
+            BudClusterSpec {
+                type_,
+                kubeconfig: None,
+                eks: None,
+                aks: None,
+                workload_namespace: None,
+                accelerator_prices: Default::default(),
+            },
+        );
+        if let Some((status, reason)) = ready {
+            c.status = Some(bud_crds::BudClusterStatus {
+                conditions: vec![new_condition(
+                    READY,
+                    status,
+                    reason,
+                    "why",
+                    None,
+                    Timestamp::UNIX_EPOCH,
+                )],
+                ..Default::default()
+            });
+        }
+        c
+    }
+
+    #[tokio::test]
+    async fn only_ready_clusters_give_a_client_and_local_is_the_operators_own() {
+        let management = offline_client();
+        let err = cluster_client_for(&management, &cluster(ClusterType::Kubeconfig, None))
+            .await
+            .err()
+            .expect("an error");
+        assert!(
+            matches!(err, ClusterClientError::NotReady { ref reason, .. } if reason == "Pending")
+        );
+        let err = cluster_client_for(
+            &management,
+            &cluster(ClusterType::Eks, Some((false, "Unreachable"))),
+        )
+        .await
+        .err()
+        .expect("an error");
+        assert_eq!(err.category(), "ClusterNotReady");
+        assert!(err.to_string().contains("Unreachable"), "{err}");
+        let local = cluster_client_for(
+            &management,
+            &cluster(ClusterType::Local, Some((true, "InventoryCurrent"))),
+        )
+        .await;
+        assert!(
+            local.is_ok(),
+            "Local uses the management client without any request"
+        );
+        let err = cluster_client_for(
+            &management,
+            &cluster(ClusterType::Aks, Some((true, "InventoryCurrent"))),
+        )
+        .await
+        .err()
+        .expect("an error");
+        assert!(err.to_string().contains("status.kubeconfigSecret"), "{err}");
+    }
+}

@@ -427,7 +427,12 @@ async fn eks_client(
     spec: &EksClusterSpec,
     state: &State,
 ) -> Result<(aws_sdk_eks::Client, Credentials), Blocker> {
+    use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
+    let https = aws_smithy_http_client::Builder::new()
+        .tls_provider(Provider::Rustls(CryptoMode::Ring))
+        .build_https();
     let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .http_client(https)
         .region(aws_config::Region::new(spec.region.clone()));
     if let Some(url) = &state.settings.aws_endpoint_url {
         loader = loader.endpoint_url(url);
@@ -825,26 +830,23 @@ pub(crate) async fn delete_kubeconfig_secret(state: &State, cluster: &BudCluster
     }
 }
 
-/// Whether the operator should connect to `endpoint`: not when AWS is a local stand-in
-/// (`--aws-endpoint-url`, e.g. moto), whose cluster endpoints are invented names under
-/// `eks.amazonaws.com` that no Kubernetes API server answers — resolving them would only
-/// send DNS queries off the machine.
+/// Whether `endpoint` was invented by a local AWS stand-in: the AWS endpoint override
+/// (`--aws-endpoint-url`) is a loopback address (moto, LocalStack) and the cluster endpoint
+/// is not. Such endpoints are names under `eks.amazonaws.com` that no Kubernetes API server
+/// answers; dialling them would only send DNS queries off the machine. An override that is
+/// not loopback (a VPC endpoint, a proxy) never stops the operator from connecting.
 pub fn stand_in_endpoint(aws_endpoint_url: Option<&str>, endpoint: &str) -> bool {
-    let Some(override_url) = aws_endpoint_url else {
-        return false;
-    };
     let host = |url: &str| {
-        url.split("://")
-            .nth(1)
-            .unwrap_or(url)
-            .split(['/', ':'])
-            .next()
-            .unwrap_or_default()
-            .to_owned()
+        let rest = url.split("://").nth(1).unwrap_or(url);
+        let authority = rest.split('/').next().unwrap_or_default();
+        let host = match authority.strip_prefix('[') {
+            Some(v6) => v6.split(']').next().unwrap_or_default(),
+            None => authority.split(':').next().unwrap_or_default(),
+        };
+        host.to_ascii_lowercase()
     };
-    host(endpoint) != host(override_url)
-        && !host(endpoint).starts_with("127.")
-        && host(endpoint) != "localhost"
+    let loopback = |h: &str| h == "localhost" || h == "::1" || h.starts_with("127.");
+    aws_endpoint_url.is_some_and(|url| loopback(&host(url)) && !loopback(&host(endpoint)))
 }
 
 /// Reconciles an EKS BudCluster. `None`: nothing more to do (finalizer removed).
@@ -1256,16 +1258,18 @@ mod tests {
 
     #[test]
     fn stand_in_endpoints_are_not_dialled() {
-        let moto = Some("http://127.0.0.1:5000");
-        assert!(stand_in_endpoint(
-            moto,
-            "https://abc.gr7.us-east-1.eks.amazonaws.com/"
-        ));
-        assert!(!stand_in_endpoint(moto, "https://127.0.0.1:6443"));
+        let eks = "https://abc.gr7.us-east-1.eks.amazonaws.com/";
+        assert!(stand_in_endpoint(Some("http://127.0.0.1:5000"), eks));
+        assert!(stand_in_endpoint(Some("http://localhost:5000"), eks));
         assert!(!stand_in_endpoint(
-            None,
-            "https://abc.gr7.us-east-1.eks.amazonaws.com/"
+            Some("http://127.0.0.1:5000"),
+            "https://127.0.0.1:6443"
         ));
+        assert!(!stand_in_endpoint(None, eks));
+        assert!(
+            !stand_in_endpoint(Some("https://vpce-1.eks.us-east-1.vpce.amazonaws.com"), eks),
+            "a real endpoint override still connects"
+        );
     }
 
     #[test]

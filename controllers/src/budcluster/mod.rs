@@ -520,10 +520,11 @@ async fn record_transitions(
     if let Some(new) = new_ready
         && old_ready.is_none_or(|old| old.status != new.status || old.reason != new.reason)
     {
-        let (type_, reason) = if new.status == "True" {
-            (EventType::Normal, "Ready")
-        } else {
-            (EventType::Warning, new.reason.as_str())
+        // Expected steps on the way to Ready are Normal; anything that needs a person, Warning.
+        let (type_, reason) = match (new.status.as_str(), new.reason.as_str()) {
+            ("True", _) => (EventType::Normal, "Ready"),
+            (_, r @ ("Connecting" | "Provisioning" | "Deleting")) => (EventType::Normal, r),
+            (_, r) => (EventType::Warning, r),
         };
         publish(ctx, cluster, type_, reason, "Connect", new.message.clone()).await;
     }
