@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 mod leader;
+mod telemetry;
 
 use axum::Router;
 use axum::extract::State;
@@ -55,6 +56,10 @@ struct Cli {
         default_value = "http://prometheus-server.monitoring:80"
     )]
     prometheus_url: String,
+    /// OpenTelemetry collector (OTLP/HTTP base URL, e.g. http://otel-collector:4318): every
+    /// reconcile becomes a span.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    otlp_endpoint: Option<String>,
     /// Log format: `text` or `json`. Log levels come from RUST_LOG (default `info`).
     #[arg(long, env = "BUD_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
@@ -79,10 +84,14 @@ struct Health {
     ready: AtomicBool,
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    init_tracing(&cli.log_format);
+    // Before the runtime: the OTLP exporter's blocking client must not live inside it.
+    let _telemetry = telemetry::init(cli.log_format == "json", cli.otlp_endpoint.as_deref())?;
+    tokio::runtime::Runtime::new()?.block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
     // Pick ring for every client that does not choose its own: a workspace-wide build can
     // link aws-lc-rs too (feature unification), and then rustls refuses to guess. Fails
     // only if a provider is already installed.
@@ -272,17 +281,6 @@ fn default_identity() -> String {
         .map(|h| h.trim().to_owned())
         .unwrap_or_else(|_| "bud-operator".into());
     format!("{host}-{}", std::process::id())
-}
-
-fn init_tracing(format: &str) {
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    if format == "json" {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
 }
 
 async fn shutdown_signal() {
