@@ -96,9 +96,13 @@ fn eks_spec(ns: &str, node_role: &str) -> EksClusterSpec {
 }
 
 fn start_operator(ns: &str, moto: &MotoServer) -> anyhow::Result<OperatorProcess> {
+    // A short lease: the test kills operators without a release, and the next one waits
+    // out the lease before it leads.
     OperatorProcess::start(&[
         "--lease-namespace",
         ns,
+        "--lease-duration-seconds",
+        "5",
         "--aws-endpoint-url",
         &moto.url,
         "--kubeconfig-secret-namespace",
