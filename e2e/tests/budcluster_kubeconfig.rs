@@ -280,7 +280,15 @@ async fn scenario(client: &Client, ns: &str) -> anyhow::Result<()> {
         .into_iter()
         .map(|s| (s, format!("{s}-{ns}")))
         .collect();
-    // The silent cluster goes first: it must not hold up the others.
+    // Clusters that never answer go first, several of them: they must not hold up the others.
+    const SILENT_CLUSTERS: usize = 8;
+    for i in 1..SILENT_CLUSTERS {
+        api.create(
+            &PostParams::default(),
+            &kubeconfig_cluster(&format!("silent-{i}-{ns}"), ns, "silent"),
+        )
+        .await?;
+    }
     for key in ["silent", "work", "limited", "rotating"] {
         api.create(
             &PostParams::default(),
@@ -349,6 +357,10 @@ async fn scenario(client: &Client, ns: &str) -> anyhow::Result<()> {
     .await?;
     let message = ready_of(&silent_cluster).2;
     assert!(message.contains(&silent_port.to_string()), "{message}");
+    for i in 1..SILENT_CLUSTERS {
+        let name = format!("silent-{i}-{ns}");
+        wait_for_ready(&api, &name, "False", "Unreachable", Duration::from_secs(30)).await?;
+    }
 
     let limited_cluster = wait_for_ready(
         &api,
@@ -402,8 +414,10 @@ async fn scenario(client: &Client, ns: &str) -> anyhow::Result<()> {
     let rotation_time = rotated_at.elapsed();
 
     // Stop the workload cluster: Ready=False, Unreachable, the last inventory kept.
-    let stopped_at = Instant::now();
+    let stopping_at = Instant::now();
     plane.stop()?;
+    let stop_time = stopping_at.elapsed();
+    let stopped_at = Instant::now();
     let down = wait_for_ready(
         &api,
         &names["work"],
@@ -456,9 +470,9 @@ async fn scenario(client: &Client, ns: &str) -> anyhow::Result<()> {
     }
 
     eprintln!(
-        "measured: onboarded (Ready with inventory) {onboard_time:.1?} after creation with a \
-         silent cluster beside it; rotated credentials picked up in {rotation_time:.1?}; \
-         stop detected in {detect_time:.1?}; control plane restart took {start_time:.1?}, \
+        "measured: onboarded (Ready with inventory) {onboard_time:.1?} after creation with \
+         {SILENT_CLUSTERS} silent clusters created before it; rotated credentials picked up in {rotation_time:.1?}; \
+         down.sh took {stop_time:.1?}, Unreachable {detect_time:.1?} after it returned; control plane restart took {start_time:.1?}, \
          Ready again {recover_time:.1?} after it began"
     );
     operator.stop();
