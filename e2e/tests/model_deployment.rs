@@ -624,6 +624,141 @@ async fn operator_restart(
     Ok(())
 }
 
+fn stub_crd(group: &str, version: &str, kind: &str, plural: &str) -> String {
+    format!(
+        "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata: {{name: {plural}.{group}}}\nspec:\n  group: {group}\n  scope: Namespaced\n  names: {{kind: {kind}, plural: {plural}, singular: {}}}\n  versions:\n  - name: {version}\n    served: true\n    storage: true\n    schema: {{openAPIV3Schema: {{type: object, x-kubernetes-preserve-unknown-fields: true}}}}\n",
+        kind.to_lowercase()
+    )
+}
+
+/// Scenario 7: autoscaling and multi-node replicas say what is missing until KEDA and
+/// LeaderWorkerSet are installed, then render a ScaledObject and a LeaderWorkerSet.
+async fn extensions(client: &Client, ns: &TestNamespace) -> anyhow::Result<()> {
+    kubectl_apply_text(
+        &ns.name,
+        "apiVersion: bud.studio/v1alpha1\nkind: ModelDeployment\nmetadata: {name: scaled}\nspec:\n  model: {uri: hf://Qwen/Qwen3-8B}\n  placement: {accelerator: NVIDIA-H100-80GB-HBM3, tensorParallel: 1}\n  autoscaling: {minReplicas: 1, maxReplicas: 3, target: '8'}\n---\napiVersion: bud.studio/v1alpha1\nkind: ModelDeployment\nmetadata: {name: wide}\nspec:\n  model: {uri: hf://Qwen/Qwen3-8B}\n  placement: {accelerator: NVIDIA-H100-80GB-HBM3, tensorParallel: 16}\n  replicas: 1\n",
+    )?;
+    let api: Api<ModelDeployment> = Api::namespaced(client.clone(), &ns.name);
+    let condition = |md: &ModelDeployment, type_: &str| {
+        md.status
+            .as_ref()
+            .and_then(|s| find_condition(&s.conditions, type_))
+            .cloned()
+    };
+    wait_until("Autoscaling=False KedaNotInstalled", ROLLOUT, || async {
+        let md = api.get("scaled").await?;
+        Ok(condition(&md, "Autoscaling")
+            .filter(|c| c.status == "False" && c.reason == "KedaNotInstalled")
+            .map(|_| ()))
+    })
+    .await?;
+    let deployment = Api::<Deployment>::namespaced(client.clone(), &ns.name)
+        .get("scaled")
+        .await?;
+    assert_eq!(
+        deployment.spec.and_then(|s| s.replicas),
+        Some(1),
+        "runs minReplicas without KEDA"
+    );
+    let wide = wait_reason(&api, "wide", "LeaderWorkerSetNotInstalled").await?;
+    let message = condition(&wide, READY).unwrap().message;
+    assert!(
+        message.contains("16 accelerators") && message.contains("8 per node"),
+        "{message}"
+    );
+
+    let crds = format!(
+        "{}---\n{}",
+        stub_crd("keda.sh", "v1alpha1", "ScaledObject", "scaledobjects"),
+        stub_crd(
+            "leaderworkerset.x-k8s.io",
+            "v1",
+            "LeaderWorkerSet",
+            "leaderworkersets"
+        )
+    );
+    kubectl_apply_text(&ns.name, &crds)?;
+    let result = async {
+        run_tool(
+            "kubectl",
+            &[
+                "wait",
+                "--for",
+                "condition=Established",
+                "--timeout",
+                "30s",
+                "crd/scaledobjects.keda.sh",
+                "crd/leaderworkersets.leaderworkerset.x-k8s.io",
+            ],
+        )?;
+        // Nudge both (a CRD appearing is no event the operator watches).
+        for name in ["scaled", "wide"] {
+            run_tool(
+                "kubectl",
+                &[
+                    "annotate",
+                    "--overwrite",
+                    "--namespace",
+                    &ns.name,
+                    &format!("modeldeployment/{name}"),
+                    "bud.studio/nudge=1",
+                ],
+            )?;
+        }
+        wait_until(
+            "the ScaledObject and the LeaderWorkerSet",
+            ROLLOUT,
+            || async {
+                let scaled = run_tool(
+                    "kubectl",
+                    &[
+                        "get",
+                        "--namespace",
+                        &ns.name,
+                        "scaledobjects.keda.sh",
+                        "scaled",
+                        "-o",
+                        "jsonpath={.spec.maxReplicaCount}",
+                    ],
+                )
+                .ok();
+                let lws = run_tool(
+                    "kubectl",
+                    &[
+                        "get",
+                        "--namespace",
+                        &ns.name,
+                        "leaderworkersets.leaderworkerset.x-k8s.io",
+                        "wide",
+                        "-o",
+                        "jsonpath={.spec.leaderWorkerTemplate.size}",
+                    ],
+                )
+                .ok();
+                let md = api.get("scaled").await?;
+                let autoscaling = condition(&md, "Autoscaling").is_some_and(|c| c.status == "True");
+                Ok(
+                    (scaled.as_deref() == Some("3") && lws.as_deref() == Some("2") && autoscaling)
+                        .then_some(()),
+                )
+            },
+        )
+        .await
+    }
+    .await;
+    run_tool(
+        "kubectl",
+        &[
+            "delete",
+            "crd",
+            "scaledobjects.keda.sh",
+            "leaderworkersets.leaderworkerset.x-k8s.io",
+            "--wait=true",
+        ],
+    )?;
+    result
+}
+
 #[tokio::test]
 async fn model_deployments_from_apply_to_chat_completion() -> anyhow::Result<()> {
     let client = harness::client().await?;
@@ -672,7 +807,8 @@ async fn model_deployments_from_apply_to_chat_completion() -> anyhow::Result<()>
                 "capacity" => insufficient_capacity(&client, &ns).await,
                 "lifecycle" => scale_revise_delete(&client, &ns, &gateway).await,
                 "fallback" => fallback(&client, &ns, &gateway, &runtime).await,
-                _ => operator_restart(&client, &ns, &mut operator, &control.name).await,
+                "restart" => operator_restart(&client, &ns, &mut operator, &control.name).await,
+                _ => extensions(&client, &ns).await,
             }
         };
         let result = match std::panic::AssertUnwindSafe(run).catch_unwind().await {

@@ -117,6 +117,7 @@ async fn reconcile(md: Arc<ModelDeployment>, state: Arc<State>) -> Result<Action
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &namespace);
     let services: Api<Service> = Api::namespaced(client.clone(), &namespace);
     let mut blocker = None;
+    let mut autoscaling = None;
     match &decision {
         Decision::Deploy(selected) => {
             let cluster = clusters
@@ -137,13 +138,22 @@ async fn reconcile(md: Arc<ModelDeployment>, state: Arc<State>) -> Result<Action
                 .map(|a| a.max_per_node)
                 .unwrap_or(i64::MAX);
             let keda = md.spec.autoscaling.is_some() && crd_installed(client, KEDA_CRD).await?;
-            if md.spec.autoscaling.is_some() && !keda {
-                blocker = Some((
-                    "KedaNotInstalled",
-                    format!(
-                        "spec.autoscaling needs KEDA ({KEDA_CRD}); running spec.autoscaling.minReplicas replicas until it is installed"
-                    ),
-                ));
+            if md.spec.autoscaling.is_some() {
+                autoscaling = Some(if keda {
+                    (
+                        true,
+                        "ScaledObjectApplied",
+                        format!("KEDA ScaledObject {name} scales the engine"),
+                    )
+                } else {
+                    (
+                        false,
+                        "KedaNotInstalled",
+                        format!(
+                            "spec.autoscaling needs KEDA ({KEDA_CRD}); running spec.autoscaling.minReplicas replicas until it is installed"
+                        ),
+                    )
+                });
             }
             let inputs = RenderInputs {
                 selected,
@@ -252,6 +262,7 @@ async fn reconcile(md: Arc<ModelDeployment>, state: Arc<State>) -> Result<Action
         deployment: deployment.as_ref(),
         pods: &pods,
         blocker,
+        autoscaling,
         upstream_model,
     };
     let previous = md.status.clone().unwrap_or_default();

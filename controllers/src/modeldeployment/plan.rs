@@ -19,6 +19,8 @@ use std::sync::Arc;
 pub const SIMULATED: &str = "Simulated";
 pub const PROGRESSING: &str = "Progressing";
 pub const AVAILABLE: &str = "Available";
+/// Whether the autoscaler (KEDA) drives the replicas; present only with spec.autoscaling.
+pub const AUTOSCALING: &str = "Autoscaling";
 
 /// What the controller decided to do about a ModelDeployment.
 #[derive(Clone, Debug, PartialEq)]
@@ -417,8 +419,10 @@ pub fn endpoints(pods: &[Pod]) -> Vec<ServingEndpoint> {
 pub struct ObservedWorkload<'a> {
     pub deployment: Option<&'a Deployment>,
     pub pods: &'a [Pod],
-    /// A condition on the workload itself (e.g. KEDA or LeaderWorkerSet missing).
+    /// Why the workload cannot run as rendered (e.g. LeaderWorkerSet missing).
     pub blocker: Option<(&'static str, String)>,
+    /// The `Autoscaling` condition (status, reason, message) when spec.autoscaling is set.
+    pub autoscaling: Option<(bool, &'static str, String)>,
     /// The model name the rendered engine answers to.
     pub upstream_model: Option<String>,
 }
@@ -548,6 +552,16 @@ pub fn plan_status(
                         && s.updated_replicas.unwrap_or(0) >= desired
                         && s.replicas.unwrap_or(0) <= desired
                 });
+            match &observed.autoscaling {
+                Some((value, reason, message)) => set(
+                    &mut status.conditions,
+                    AUTOSCALING,
+                    *value,
+                    reason,
+                    message.clone(),
+                ),
+                None => status.conditions.retain(|c| c.type_ != AUTOSCALING),
+            }
             let blocker = observed
                 .blocker
                 .clone()
@@ -882,6 +896,7 @@ mod tests {
                 deployment: None,
                 pods: &[],
                 blocker: None,
+                autoscaling: None,
                 upstream_model: None,
             },
             String::new(),
@@ -929,6 +944,7 @@ mod tests {
                 deployment: None,
                 pods: &pods,
                 blocker: None,
+                autoscaling: None,
                 upstream_model: None,
             },
             "sel".into(),
