@@ -560,7 +560,7 @@ pub fn fit_correction(samples: &[Sample], params: &FittedParams) -> crate::param
     };
     let features: Vec<String> = Resolved::FEATURES.iter().map(|s| s.to_string()).collect();
     let (x, y) = residuals(params, false);
-    let tpot = crate::gbdt::Gbdt::fit(&x, &y, cfg);
+    let tpot = crate::gbdt::Gbdt::fit_mape(&x, &y, cfg);
     let mut staged = params.clone();
     staged.correction = Some(crate::params::Correction {
         features: features.clone(),
@@ -568,7 +568,7 @@ pub fn fit_correction(samples: &[Sample], params: &FittedParams) -> crate::param
         ttft: None,
     });
     let (x, y) = residuals(&staged, true);
-    let ttft = crate::gbdt::Gbdt::fit(&x, &y, cfg);
+    let ttft = crate::gbdt::Gbdt::fit_mape(&x, &y, cfg);
     crate::params::Correction {
         features,
         tpot: Some(tpot),
