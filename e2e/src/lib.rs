@@ -4,6 +4,7 @@
 //! `e2e/cluster/up.sh` starts, or any existing cluster.
 
 pub mod arm;
+pub mod bench;
 pub mod control_plane;
 pub mod engine_runtime;
 pub mod fleet;

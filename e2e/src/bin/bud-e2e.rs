@@ -20,6 +20,20 @@ enum Command {
     },
     /// Install (server-side apply) the bud.studio CRDs and wait until they are established.
     InstallCrds,
+    /// Apply N ModelDeployments of mixed sizes and measure the time until all are Ready and
+    /// the memory of the operator process PID (see e2e/bench/reconcile.sh).
+    BenchReconcile {
+        #[arg(long, default_value_t = 200)]
+        count: usize,
+        #[arg(long)]
+        operator_pid: u32,
+        /// Markdown report to write.
+        #[arg(long)]
+        report: PathBuf,
+        /// The command line to print in the report.
+        #[arg(long, default_value = "e2e/bench/reconcile.sh")]
+        command: String,
+    },
     /// Play the container runtime of engine pods: run `bud-sim serve` at each Running
     /// engine pod's address until the pod goes away (stop with Ctrl-C).
     EngineRuntime {
@@ -71,6 +85,23 @@ async fn main() -> anyhow::Result<()> {
             emulator_arg,
         } => {
             bud_e2e::engine_runtime::run_until_interrupted(client, emulator_arg, log_dir).await?;
+        }
+        Command::BenchReconcile {
+            count,
+            operator_pid,
+            report,
+            command,
+        } => {
+            let result = bud_e2e::bench::reconcile(
+                &client,
+                count,
+                operator_pid,
+                std::time::Duration::from_secs(900),
+            )
+            .await?;
+            let markdown = result.markdown(&command);
+            std::fs::write(&report, &markdown)?;
+            println!("{markdown}");
         }
         Command::InstallCrds => {
             harness::install_crds(&client).await?;
