@@ -214,16 +214,7 @@ fn error_policy(api_key: Arc<ApiKey>, error: &Error, ctx: Arc<Context>) -> Actio
         api_key.namespace().unwrap_or_default(),
         api_key.name_any()
     );
-    ctx.metrics
-        .reconcile_errors
-        .get_or_create(&crate::metrics::ErrorLabels {
-            controller: CONTROLLER,
-            category: error.category(),
-        })
-        .inc();
-    let delay = ctx.backoff.next_delay(&key);
-    tracing::warn!(apikey = %key, error = %error, retry_in = ?delay, "reconcile failed");
-    Action::requeue(delay)
+    ctx.requeue_after_error(CONTROLLER, &key, error)
 }
 
 /// Runs the controller until `shutdown` resolves.

@@ -54,6 +54,26 @@ pub struct Context {
 }
 
 impl Context {
+    /// What every controller's error policy does: counts the error by category, and
+    /// requeues `key` (`namespace/name`) after its per-object backoff.
+    pub fn requeue_after_error(
+        &self,
+        controller: &'static str,
+        key: &str,
+        error: &Error,
+    ) -> kube::runtime::controller::Action {
+        self.metrics
+            .reconcile_errors
+            .get_or_create(&metrics::ErrorLabels {
+                controller,
+                category: error.category(),
+            })
+            .inc();
+        let delay = self.backoff.next_delay(key);
+        tracing::warn!(%controller, object = %key, error = %error, retry_in = ?delay, "reconcile failed");
+        kube::runtime::controller::Action::requeue(delay)
+    }
+
     /// A context whose Events are reported as `bud-operator` from `instance`.
     pub fn new(client: Client, metrics: Arc<metrics::Metrics>, instance: Option<String>) -> Self {
         let reporter = Reporter {

@@ -361,18 +361,7 @@ async fn write_status(ctx: &Context, sim: &Simulation, status: &SimulationStatus
 
 fn error_policy(sim: Arc<Simulation>, error: &Error, state: Arc<State>) -> Action {
     let key = format!("{}/{}", sim.namespace().unwrap_or_default(), sim.name_any());
-    state
-        .ctx
-        .metrics
-        .reconcile_errors
-        .get_or_create(&crate::metrics::ErrorLabels {
-            controller: CONTROLLER,
-            category: error.category(),
-        })
-        .inc();
-    let delay = state.ctx.backoff.next_delay(&key);
-    tracing::warn!(simulation = %key, error = %error, retry_in = ?delay, "reconcile failed");
-    Action::requeue(delay)
+    state.ctx.requeue_after_error(CONTROLLER, &key, error)
 }
 
 /// Runs the controller until `shutdown` resolves.

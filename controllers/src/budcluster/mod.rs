@@ -587,19 +587,9 @@ pub(crate) async fn publish(
 
 /// Requeues a failed reconcile with per-object exponential backoff.
 pub fn error_policy(cluster: Arc<BudCluster>, error: &Error, state: Arc<State>) -> Action {
-    let name = cluster.name_any();
     state
         .ctx
-        .metrics
-        .reconcile_errors
-        .get_or_create(&crate::metrics::ErrorLabels {
-            controller: CONTROLLER,
-            category: error.category(),
-        })
-        .inc();
-    let delay = state.ctx.backoff.next_delay(&name);
-    tracing::warn!(budcluster = %name, error = %error, retry_in = ?delay, "reconcile failed");
-    Action::requeue(delay)
+        .requeue_after_error(CONTROLLER, &cluster.name_any(), error)
 }
 
 /// Runs the controller until `shutdown` resolves, with settings from the environment
