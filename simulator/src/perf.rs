@@ -567,7 +567,11 @@ impl<'a> Resolved<'a> {
         t * self.scale
     }
 
-    /// Names of the correction features, in the order of [`Resolved::features`].
+    /// Names of the correction features, in the order of [`Resolved::features`]. No feature
+    /// names a model's size (parameter counts): with them the trees memorise the models they
+    /// were fitted on, which leave-one-model-out cross-validation showed to generalise worse
+    /// to unseen models; the architecture class (MoE, MLA) and the analytic model's own
+    /// timings carry what transfers.
     pub const FEATURES: [&'static str; 18] = [
         "engineVllm",
         "engineSglang",
@@ -582,16 +586,19 @@ impl<'a> Resolved<'a> {
         "log2AttentionDp",
         "log2MoeEp",
         "weightBytes",
-        "log10ActiveParams",
-        "log10TotalParams",
         "memoryBandwidthTBs",
         "log10DecodeStepMs",
         "prefillShareOfTpot",
+        "log10PrefillMs",
+        "burstShareOfTtft",
     ];
 
     /// Features of the learned correction for a workload (see [`Resolved::FEATURES`]).
     pub fn features(&self, w: &Workload, running: f64, t_dec: f64, tpot: f64) -> Vec<f64> {
         let m = self.model;
+        let t_pf = self.prefill(w.input_tokens as f64, true);
+        let burst = self.p.burst_factor * ((running / self.dp).max(1.0) - 1.0) / 2.0
+            * self.prefill(w.input_tokens as f64, false);
         vec![
             (self.engine == Engine::Vllm) as u8 as f64,
             (self.engine == Engine::Sglang) as u8 as f64,
@@ -606,11 +613,11 @@ impl<'a> Resolved<'a> {
             self.dp.log2(),
             self.moe_ep.log2(),
             self.expert_prec.weight_bytes(),
-            m.active_params().log10(),
-            m.total_params().log10(),
             self.acc.memory_bandwidth / 1e12,
             (t_dec * 1e3).max(1e-3).log10(),
             1.0 - t_dec / tpot.max(1e-12),
+            (t_pf * 1e3).max(1e-3).log10(),
+            burst / (t_pf + self.p.ttft_step_factor * t_dec + burst).max(1e-12),
         ]
     }
 
