@@ -7,15 +7,19 @@
 pub mod plan;
 pub mod render;
 
+use crate::budcluster::{self, ClusterClientError, cluster_client, cluster_client_for};
 use crate::{Context, Error, FIELD_MANAGER, Result};
+use bud_crds::budcluster::ClusterType;
 use bud_crds::conditions::{READY, differ_ignoring_time};
 use bud_crds::{BudCluster, ModelDeployment, ModelDeploymentStatus, Simulation};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
+use kube::api::{
+    Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams,
+};
 use kube::core::GroupVersionKind;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType};
@@ -24,6 +28,7 @@ use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use plan::{Decision, ObservedWorkload};
 use render::{EngineImages, RenderInputs};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -84,6 +89,197 @@ fn dynamic_api(
     Api::namespaced_with(client.clone(), namespace, &resource)
 }
 
+/// Finalizer on a ModelDeployment whose workload runs in another cluster: owner references
+/// cannot cross clusters, so the operator deletes the remote objects before the
+/// ModelDeployment goes away. Only remote deployments carry it.
+pub const REMOTE_FINALIZER: &str = "bud.studio/remote-workload";
+/// Annotation recording where the remote workload was applied: `CLUSTER/NAMESPACE`.
+pub const REMOTE_LOCATION_ANNOTATION: &str = "bud.studio/remote-workload";
+
+/// Requeue intervals. Engine pods of the operator's own cluster are watched; those of other
+/// clusters are polled: every 5 s while the deployment is not Ready (rollouts, an unreachable
+/// cluster coming back), every 30 s once it is (a pod dying there shows up within 30 s; the
+/// gateway's own ejection covers the gap). A BudCluster's Ready change requeues its
+/// deployments at once.
+const LOCAL_RESYNC: Duration = Duration::from_secs(300);
+const REMOTE_POLL_NOT_READY: Duration = Duration::from_secs(5);
+const REMOTE_POLL_READY: Duration = Duration::from_secs(30);
+
+/// Where a remote workload lives.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RemoteLocation {
+    pub cluster: String,
+    pub namespace: String,
+}
+
+impl RemoteLocation {
+    fn annotation(&self) -> String {
+        format!("{}/{}", self.cluster, self.namespace)
+    }
+
+    /// The recorded location, when the ModelDeployment carries the finalizer.
+    pub fn recorded(md: &ModelDeployment) -> Option<Self> {
+        if !md.finalizers().iter().any(|f| f == REMOTE_FINALIZER) {
+            return None;
+        }
+        let (cluster, namespace) = md
+            .annotations()
+            .get(REMOTE_LOCATION_ANNOTATION)?
+            .split_once('/')?;
+        Some(Self {
+            cluster: cluster.to_owned(),
+            namespace: namespace.to_owned(),
+        })
+    }
+}
+
+/// Where the engine workload goes: the ModelDeployment's own namespace in the operator's
+/// cluster (owner references, watched), or the workload namespace of another cluster.
+struct Workload {
+    client: kube::Client,
+    namespace: String,
+    /// What the renderer is given: the ModelDeployment itself, or [`render::as_remote`].
+    md: ModelDeployment,
+    remote: Option<RemoteLocation>,
+}
+
+fn ignore_not_found(result: kube::Result<()>) -> Result<()> {
+    match result {
+        Ok(()) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Deletes the engine objects named `name` in `namespace` (Deployment, Service, and the
+/// ScaledObject and LeaderWorkerSet when their kinds exist).
+async fn delete_workload(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+    extensions: bool,
+) -> Result<()> {
+    let dp = DeleteParams::background();
+    ignore_not_found(
+        Api::<Deployment>::namespaced(client.clone(), namespace)
+            .delete(name, &dp)
+            .await
+            .map(drop),
+    )?;
+    ignore_not_found(
+        Api::<Service>::namespaced(client.clone(), namespace)
+            .delete(name, &dp)
+            .await
+            .map(drop),
+    )?;
+    if extensions {
+        for (group, version, kind, plural) in [
+            ("keda.sh", "v1alpha1", "ScaledObject", "scaledobjects"),
+            (
+                "leaderworkerset.x-k8s.io",
+                "v1",
+                "LeaderWorkerSet",
+                "leaderworkersets",
+            ),
+        ] {
+            // Credentials that may not touch these kinds never created them either.
+            match dynamic_api(client, namespace, group, version, kind, plural)
+                .delete(name, &dp)
+                .await
+            {
+                Ok(_) => {}
+                Err(kube::Error::Api(status)) if status.code == 404 || status.code == 403 => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Deletes the remote workload at `location`. `Ok(None)` when it is gone (or its cluster no
+/// longer exists, so nothing can be reached to delete), `Ok(Some(why))` when the cluster
+/// cannot be reached now.
+async fn delete_remote(
+    state: &State,
+    md: &ModelDeployment,
+    location: &RemoteLocation,
+) -> Result<Option<String>> {
+    let client = match cluster_client(&state.ctx.client, &location.cluster).await {
+        Ok(client) => client,
+        Err(ClusterClientError::NotFound(_)) => return Ok(None),
+        Err(ClusterClientError::Kube(e)) => return Err(e.into()),
+        Err(other) => return Ok(Some(other.to_string())),
+    };
+    delete_workload(&client, &location.namespace, &render::remote_name(md), true).await?;
+    publish(
+        &state.ctx,
+        md,
+        EventType::Normal,
+        "RemoteWorkloadDeleted",
+        format!(
+            "deleted {} in namespace {} of BudCluster {}",
+            render::remote_name(md),
+            location.namespace,
+            location.cluster
+        ),
+    )
+    .await;
+    Ok(None)
+}
+
+/// Records `location` (annotation) and the finalizer, or removes both (`None`). The
+/// resourceVersion makes it a compare-and-swap; a conflict is retried.
+async fn record_location(
+    client: &kube::Client,
+    md: &ModelDeployment,
+    location: Option<&RemoteLocation>,
+) -> Result<()> {
+    let mut finalizers: Vec<String> = md
+        .finalizers()
+        .iter()
+        .filter(|f| *f != REMOTE_FINALIZER)
+        .cloned()
+        .collect();
+    if location.is_some() {
+        finalizers.push(REMOTE_FINALIZER.to_owned());
+    }
+    let patch = serde_json::json!({
+        "metadata": {
+            "resourceVersion": md.resource_version(),
+            "finalizers": finalizers,
+            "annotations": {REMOTE_LOCATION_ANNOTATION: location.map(RemoteLocation::annotation)},
+        }
+    });
+    Api::<ModelDeployment>::namespaced(client.clone(), &md.namespace().unwrap_or_default())
+        .patch(
+            &md.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await?;
+    Ok(())
+}
+
+/// Creates the workload namespace in the target cluster when it is missing. Credentials
+/// that may not create namespaces (a Role in an existing one) are fine.
+async fn ensure_namespace(client: &kube::Client, namespace: &str) -> Result<()> {
+    let ns = Namespace {
+        metadata: kube::api::ObjectMeta {
+            name: Some(namespace.to_owned()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    match Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 409 || status.code == 403 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
 async fn reconcile(md: Arc<ModelDeployment>, state: Arc<State>) -> Result<Action> {
     let started = Instant::now();
     let ctx = &state.ctx;
@@ -95,6 +291,21 @@ async fn reconcile(md: Arc<ModelDeployment>, state: Arc<State>) -> Result<Action
     let namespace = md.namespace().unwrap_or_default();
     let name = md.name_any();
     let params = PatchParams::apply(FIELD_MANAGER).force();
+    let recorded = RemoteLocation::recorded(&md);
+
+    // Deleted: remove the remote workload, then let the ModelDeployment go.
+    if md.metadata.deletion_timestamp.is_some() {
+        if md.finalizers().iter().any(|f| f == REMOTE_FINALIZER) {
+            if let Some(location) = &recorded
+                && let Some(why) = delete_remote(&state, &md, location).await?
+            {
+                tracing::info!(modeldeployment = %format!("{namespace}/{name}"), %why, "remote workload cannot be deleted yet");
+                return Ok(Action::requeue(REMOTE_POLL_NOT_READY));
+            }
+            record_location(client, &md, None).await?;
+        }
+        return Ok(Action::await_change());
+    }
 
     // Decide, owning a Simulation when the simulator chooses.
     let simulations: Api<Simulation> = Api::namespaced(client.clone(), &namespace);
@@ -113,13 +324,210 @@ async fn reconcile(md: Arc<ModelDeployment>, state: Arc<State>) -> Result<Action
     let clusters = state.clusters.state();
     let decision = plan::decide(&md, &clusters, simulation.as_ref());
 
+    // Where the workload goes: another cluster when the selection names one that is not the
+    // operator's own.
+    let mut unreachable = None;
+    let mut workload = Workload {
+        client: client.clone(),
+        namespace: namespace.clone(),
+        md: md.as_ref().clone(),
+        remote: None,
+    };
+    if let Decision::Deploy(selected) = &decision {
+        let cluster = clusters
+            .iter()
+            .find(|c| c.metadata.name.as_deref() == Some(selected.cluster.as_str()));
+        match cluster {
+            Some(c) if c.spec.type_ != ClusterType::Local => {
+                let location = RemoteLocation {
+                    cluster: selected.cluster.clone(),
+                    namespace: budcluster::kubeconfig::workload_namespace(c),
+                };
+                match cluster_client_for(client, c).await {
+                    Ok(remote) => {
+                        workload = Workload {
+                            client: remote,
+                            md: render::as_remote(&md, &location.namespace),
+                            namespace: location.namespace.clone(),
+                            remote: Some(location),
+                        };
+                    }
+                    Err(ClusterClientError::Kube(e)) => return Err(e.into()),
+                    Err(err) => {
+                        unreachable = Some(err.to_string());
+                        workload.remote = Some(location);
+                    }
+                }
+            }
+            // A remote cluster whose BudCluster is gone: nothing can be reached.
+            None if recorded
+                .as_ref()
+                .is_some_and(|r| r.cluster == selected.cluster) =>
+            {
+                unreachable = Some(format!("BudCluster {} does not exist", selected.cluster));
+                workload.remote = recorded.clone();
+            }
+            _ => {}
+        }
+    }
+
+    // A workload left elsewhere (the selection moved, or nothing may run now) goes first.
+    // While the simulator is still choosing, what runs keeps running, as it does locally.
+    let moved = match &decision {
+        Decision::Deploy(_) => workload.remote != recorded,
+        Decision::External
+        | Decision::Hold {
+            simulated: Some(false),
+            ..
+        } => true,
+        Decision::Hold { .. } => false,
+    };
+    if let Some(old) = &recorded
+        && moved
+        && unreachable.is_none()
+    {
+        if let Some(why) = delete_remote(&state, &md, old).await? {
+            tracing::info!(modeldeployment = %format!("{namespace}/{name}"), %why, "previous remote workload cannot be deleted yet");
+            return Ok(Action::requeue(REMOTE_POLL_NOT_READY));
+        }
+        if workload.remote.is_none() {
+            record_location(client, &md, None).await?;
+            // The patch changes the object: the next reconcile sees it.
+            return Ok(Action::await_change());
+        }
+    }
+    if let (Some(location), None) = (&workload.remote, &unreachable) {
+        if recorded.as_ref() != Some(location) {
+            // Before anything exists over there, so a deletion can always find it.
+            record_location(client, &md, Some(location)).await?;
+            // The workload ran here before: its local objects (owned by this
+            // ModelDeployment, nothing else of the same name) go.
+            let owned = Api::<Deployment>::namespaced(client.clone(), &namespace)
+                .get_opt(&name)
+                .await?
+                .is_some_and(|d| {
+                    d.owner_references()
+                        .iter()
+                        .any(|o| Some(&o.uid) == md.metadata.uid.as_ref())
+                });
+            if owned {
+                delete_workload(client, &namespace, &name, false).await?;
+            }
+        }
+        ensure_namespace(&workload.client, &location.namespace).await?;
+    }
+
     // Act.
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &namespace);
-    let services: Api<Service> = Api::namespaced(client.clone(), &namespace);
     let mut blocker = None;
     let mut autoscaling = None;
-    match &decision {
+    if unreachable.is_none() {
+        act(
+            &state,
+            &md,
+            &workload,
+            &decision,
+            &mut blocker,
+            &mut autoscaling,
+        )
+        .await?;
+    }
+
+    // Observe and report.
+    let (deployment, pods) = if unreachable.is_some() {
+        (None, vec![])
+    } else {
+        let wname = workload.md.name_any();
+        let deployment =
+            Api::<Deployment>::namespaced(workload.client.clone(), &workload.namespace)
+                .get_opt(&wname)
+                .await?;
+        let pods = Api::<Pod>::namespaced(workload.client.clone(), &workload.namespace)
+            .list(&ListParams::default().labels(&render::selector_string(&workload.md)))
+            .await?
+            .items;
+        (deployment, pods)
+    };
+    let upstream_model = match &decision {
+        Decision::Deploy(selected) => Some(render::upstream_model_name(
+            &md,
+            selected.engine,
+            &state.settings.images,
+        )),
+        _ => None,
+    };
+    let observed = ObservedWorkload {
+        deployment: deployment.as_ref(),
+        pods: &pods,
+        blocker,
+        autoscaling,
+        upstream_model,
+        unreachable,
+    };
+    let previous = md.status.clone().unwrap_or_default();
+    let status = plan::plan_status(
+        &md,
+        &decision,
+        &observed,
+        render::selector_string(&md),
+        Timestamp::now(),
+    );
+    if status_changed(&previous, &status) {
+        let api: Api<ModelDeployment> = Api::namespaced(client.clone(), &namespace);
+        let patch = serde_json::json!({"apiVersion": "bud.studio/v1alpha1", "kind": "ModelDeployment", "status": status});
+        api.patch_status(&name, &params, &Patch::Apply(&patch))
+            .await?;
+        record_transitions(ctx, &md, &previous, &status).await;
+    }
+    ctx.backoff.reset(&format!("{namespace}/{name}"));
+    ctx.metrics
+        .reconcile_duration
+        .get_or_create(&labels)
+        .observe(started.elapsed().as_secs_f64());
+    Ok(Action::requeue(match &workload.remote {
+        None => LOCAL_RESYNC,
+        Some(_) if bud_crds::conditions::is_true(&status.conditions, READY) => REMOTE_POLL_READY,
+        Some(_) => REMOTE_POLL_NOT_READY,
+    }))
+}
+
+/// Whether a CRD exists in the workload's cluster. Credentials of another cluster that may
+/// not read CRDs count as "not installed".
+async fn workload_has_crd(workload: &Workload, name: &str) -> Result<bool> {
+    match crd_installed(&workload.client, name).await {
+        Err(Error::Kube(kube::Error::Api(status)))
+            if status.code == 403 && workload.remote.is_some() =>
+        {
+            Ok(false)
+        }
+        other => other,
+    }
+}
+
+/// Adds the owner labels to a remote object's metadata (and its pod template's).
+fn label_remote(labels: &mut Option<BTreeMap<String, String>>, md: &ModelDeployment) {
+    render::add_owner_labels(labels.get_or_insert_with(BTreeMap::new), md);
+}
+
+/// Applies (or removes) the engine workload for `decision` where `workload` says.
+async fn act(
+    state: &State,
+    md: &ModelDeployment,
+    workload: &Workload,
+    decision: &Decision,
+    blocker: &mut Option<(&'static str, String)>,
+    autoscaling: &mut Option<(bool, &'static str, String)>,
+) -> Result<()> {
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    let client = &workload.client;
+    let namespace = workload.namespace.as_str();
+    let target = &workload.md;
+    let name = target.name_any();
+    let remote = workload.remote.is_some();
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), namespace);
+    let services: Api<Service> = Api::namespaced(client.clone(), namespace);
+    match decision {
         Decision::Deploy(selected) => {
+            let clusters = state.clusters.state();
             let cluster = clusters
                 .iter()
                 .find(|c| c.metadata.name.as_deref() == Some(selected.cluster.as_str()));
@@ -137,9 +545,10 @@ async fn reconcile(md: Arc<ModelDeployment>, state: Arc<State>) -> Result<Action
                 .as_ref()
                 .map(|a| a.max_per_node)
                 .unwrap_or(i64::MAX);
-            let keda = md.spec.autoscaling.is_some() && crd_installed(client, KEDA_CRD).await?;
+            let keda =
+                md.spec.autoscaling.is_some() && workload_has_crd(workload, KEDA_CRD).await?;
             if md.spec.autoscaling.is_some() {
-                autoscaling = Some(if keda {
+                *autoscaling = Some(if keda {
                     (
                         true,
                         "ScaledObjectApplied",
@@ -171,11 +580,14 @@ async fn reconcile(md: Arc<ModelDeployment>, state: Arc<State>) -> Result<Action
             if per_replica > max_per_node {
                 let per_node = max_per_node.max(1);
                 let nodes = ((per_replica + per_node - 1) / per_node) as i32;
-                if crd_installed(client, LWS_CRD).await? {
-                    if let Some(lws) = render::leader_worker_set(&md, &inputs, nodes) {
+                if workload_has_crd(workload, LWS_CRD).await? {
+                    if let Some(mut lws) = render::leader_worker_set(target, &inputs, nodes) {
+                        if remote {
+                            label_remote(&mut lws.metadata.labels, md);
+                        }
                         dynamic_api(
                             client,
-                            &namespace,
+                            namespace,
                             "leaderworkerset.x-k8s.io",
                             "v1",
                             "LeaderWorkerSet",
@@ -185,7 +597,7 @@ async fn reconcile(md: Arc<ModelDeployment>, state: Arc<State>) -> Result<Action
                         .await?;
                     }
                 } else {
-                    blocker = Some((
+                    *blocker = Some((
                         "LeaderWorkerSetNotInstalled",
                         format!(
                             "a replica needs {per_replica} accelerators across {nodes} nodes (at most {max_per_node} per node); install LeaderWorkerSet ({LWS_CRD}) or lower tensorParallel x pipelineParallel"
@@ -193,22 +605,38 @@ async fn reconcile(md: Arc<ModelDeployment>, state: Arc<State>) -> Result<Action
                     ));
                 }
             } else {
+                let mut deployment = render::deployment(target, &inputs);
+                if remote {
+                    label_remote(&mut deployment.metadata.labels, md);
+                    if let Some(template) = deployment
+                        .spec
+                        .as_mut()
+                        .and_then(|s| s.template.metadata.as_mut())
+                    {
+                        label_remote(&mut template.labels, md);
+                    }
+                }
                 deployments
-                    .patch(
-                        &name,
-                        &params,
-                        &Patch::Apply(&render::deployment(&md, &inputs)),
-                    )
+                    .patch(&name, &params, &Patch::Apply(&deployment))
                     .await?;
             }
+            let mut service = render::service(target);
+            if remote {
+                label_remote(&mut service.metadata.labels, md);
+            }
             services
-                .patch(&name, &params, &Patch::Apply(&render::service(&md)))
+                .patch(&name, &params, &Patch::Apply(&service))
                 .await?;
-            if keda && let Some(scaled) = render::scaled_object(&md, &state.settings.prometheus_url)
+            if keda
+                && let Some(mut scaled) =
+                    render::scaled_object(target, &state.settings.prometheus_url)
             {
+                if remote {
+                    label_remote(&mut scaled.metadata.labels, md);
+                }
                 dynamic_api(
                     client,
-                    &namespace,
+                    namespace,
                     "keda.sh",
                     "v1alpha1",
                     "ScaledObject",
@@ -224,68 +652,11 @@ async fn reconcile(md: Arc<ModelDeployment>, state: Arc<State>) -> Result<Action
             ..
         }
         | Decision::External => {
-            for result in [
-                deployments
-                    .delete(&name, &DeleteParams::background())
-                    .await
-                    .map(|_| ()),
-                services
-                    .delete(&name, &DeleteParams::background())
-                    .await
-                    .map(|_| ()),
-            ] {
-                match result {
-                    Ok(()) => {}
-                    Err(kube::Error::Api(status)) if status.code == 404 => {}
-                    Err(e) => return Err(e.into()),
-                }
-            }
+            delete_workload(client, namespace, &name, false).await?;
         }
         Decision::Hold { .. } => {}
     }
-
-    // Observe and report.
-    let deployment = deployments.get_opt(&name).await?;
-    let pods = Api::<Pod>::namespaced(client.clone(), &namespace)
-        .list(&ListParams::default().labels(&render::selector_string(&md)))
-        .await?
-        .items;
-    let upstream_model = match &decision {
-        Decision::Deploy(selected) => Some(render::upstream_model_name(
-            &md,
-            selected.engine,
-            &state.settings.images,
-        )),
-        _ => None,
-    };
-    let observed = ObservedWorkload {
-        deployment: deployment.as_ref(),
-        pods: &pods,
-        blocker,
-        autoscaling,
-        upstream_model,
-    };
-    let previous = md.status.clone().unwrap_or_default();
-    let status = plan::plan_status(
-        &md,
-        &decision,
-        &observed,
-        render::selector_string(&md),
-        Timestamp::now(),
-    );
-    if status_changed(&previous, &status) {
-        let api: Api<ModelDeployment> = Api::namespaced(client.clone(), &namespace);
-        let patch = serde_json::json!({"apiVersion": "bud.studio/v1alpha1", "kind": "ModelDeployment", "status": status});
-        api.patch_status(&name, &params, &Patch::Apply(&patch))
-            .await?;
-        record_transitions(ctx, &md, &previous, &status).await;
-    }
-    ctx.backoff.reset(&format!("{namespace}/{name}"));
-    ctx.metrics
-        .reconcile_duration
-        .get_or_create(&labels)
-        .observe(started.elapsed().as_secs_f64());
-    Ok(Action::requeue(Duration::from_secs(300)))
+    Ok(())
 }
 
 fn status_changed(old: &ModelDeploymentStatus, new: &ModelDeploymentStatus) -> bool {
@@ -357,6 +728,25 @@ async fn record_transitions(
     }
 }
 
+async fn publish(
+    ctx: &Context,
+    md: &ModelDeployment,
+    type_: EventType,
+    reason: &str,
+    note: String,
+) {
+    let event = Event {
+        type_,
+        reason: reason.to_owned(),
+        note: Some(crate::simulation::truncate(note, 1000)),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    if let Err(err) = ctx.recorder.publish(&event, &md.object_ref(&())).await {
+        tracing::warn!(error = %err, "could not record event");
+    }
+}
+
 fn error_policy(md: Arc<ModelDeployment>, error: &Error, state: Arc<State>) -> Action {
     let key = format!("{}/{}", md.namespace().unwrap_or_default(), md.name_any());
     state
@@ -391,11 +781,21 @@ pub async fn run(
         render::COMPONENT_LABEL
     ));
     // Explicit placements depend on the inventory; simulated ones follow their Simulation.
-    let on_cluster_change = move |_cluster: BudCluster| {
+    // Deployments on another cluster follow its Ready condition (ClusterUnreachable).
+    let on_cluster_change = move |cluster: BudCluster| {
+        let remote = (cluster.spec.type_ != ClusterType::Local).then(|| cluster.name_any());
         deployments
             .state()
             .into_iter()
-            .filter(|md| md.spec.placement.is_some())
+            .filter(|md| {
+                md.spec.placement.is_some()
+                    || remote.as_ref().is_some_and(|name| {
+                        md.status
+                            .as_ref()
+                            .and_then(|s| s.selected.as_ref())
+                            .is_some_and(|s| &s.cluster == name)
+                    })
+            })
             .map(|md| ObjectRef::from_obj(md.as_ref()))
             .collect::<Vec<_>>()
     };

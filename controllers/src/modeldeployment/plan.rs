@@ -21,6 +21,8 @@ pub const PROGRESSING: &str = "Progressing";
 pub const AVAILABLE: &str = "Available";
 /// Whether the autoscaler (KEDA) drives the replicas; present only with spec.autoscaling.
 pub const AUTOSCALING: &str = "Autoscaling";
+/// The Ready/Available reason when the target cluster cannot be reached.
+pub const CLUSTER_UNREACHABLE: &str = "ClusterUnreachable";
 
 /// What the controller decided to do about a ModelDeployment.
 #[derive(Clone, Debug, PartialEq)]
@@ -425,6 +427,10 @@ pub struct ObservedWorkload<'a> {
     pub autoscaling: Option<(bool, &'static str, String)>,
     /// The model name the rendered engine answers to.
     pub upstream_model: Option<String>,
+    /// Set when the target cluster cannot be reached (its BudCluster is not Ready): the
+    /// message of its condition. The last endpoints stay in status, marked not ready, so the
+    /// gateway stops sending to them and falls back as configured.
+    pub unreachable: Option<String>,
 }
 
 /// The status for a decision and what the workload reports.
@@ -516,7 +522,16 @@ pub fn plan_status(
             status.selected = Some(selected.as_ref().clone());
             status.replicas = desired;
             status.selector = Some(selector);
-            status.endpoints = endpoints(observed.pods);
+            status.endpoints = match &observed.unreachable {
+                // Nothing can be observed: keep what was last seen, out of the route.
+                Some(_) => previous
+                    .endpoints
+                    .iter()
+                    .cloned()
+                    .map(|e| ServingEndpoint { ready: false, ..e })
+                    .collect(),
+                None => endpoints(observed.pods),
+            };
             status.ready_replicas = status.endpoints.iter().filter(|e| e.ready).count() as i32;
             status.replica_summary = Some(format!("{}/{}", status.ready_replicas, desired));
             status.route = Some(route(md, observed.upstream_model.clone()));
@@ -544,6 +559,24 @@ pub fn plan_status(
                     selected.engine.as_str()
                 ),
             );
+            // Progressing and Autoscaling keep what was last observed.
+            if let Some(message) = &observed.unreachable {
+                set(
+                    &mut status.conditions,
+                    AVAILABLE,
+                    false,
+                    CLUSTER_UNREACHABLE,
+                    message.clone(),
+                );
+                set(
+                    &mut status.conditions,
+                    READY,
+                    false,
+                    CLUSTER_UNREACHABLE,
+                    message.clone(),
+                );
+                return status;
+            }
             let rolled_out = observed
                 .deployment
                 .and_then(|d| d.status.as_ref())
@@ -898,6 +931,7 @@ mod tests {
                 blocker: None,
                 autoscaling: None,
                 upstream_model: None,
+                unreachable: None,
             },
             String::new(),
             Timestamp::UNIX_EPOCH,
@@ -946,6 +980,7 @@ mod tests {
                 blocker: None,
                 autoscaling: None,
                 upstream_model: None,
+                unreachable: None,
             },
             "sel".into(),
             Timestamp::UNIX_EPOCH,
@@ -960,5 +995,52 @@ mod tests {
         );
         assert!(ready.message.contains("Insufficient nvidia.com/gpu"));
         assert!(bud_crds::conditions::is_true(&status.conditions, AVAILABLE));
+    }
+
+    #[test]
+    fn an_unreachable_cluster_keeps_the_last_endpoints_out_of_the_route() {
+        let mut md = md(model_spec());
+        md.status = Some(ModelDeploymentStatus {
+            endpoints: endpoints(&[
+                ready_pod("qwen-a", "127.2.1.2", true),
+                ready_pod("qwen-b", "127.2.2.2", true),
+            ]),
+            ..Default::default()
+        });
+        let selected = SelectedConfiguration {
+            replicas: 2,
+            cluster: "work".into(),
+            accelerator: "NVIDIA-L40S".into(),
+            accelerators_per_replica: 1,
+            tensor_parallel: 1,
+            pipeline_parallel: 1,
+            ..Default::default()
+        };
+        let status = plan_status(
+            &md,
+            &Decision::Deploy(Box::new(selected)),
+            &ObservedWorkload {
+                deployment: None,
+                pods: &[],
+                blocker: None,
+                autoscaling: None,
+                upstream_model: None,
+                unreachable: Some("BudCluster work is not Ready (Unreachable): refused".into()),
+            },
+            "sel".into(),
+            Timestamp::UNIX_EPOCH,
+        );
+        assert_eq!(status.endpoints.len(), 2);
+        assert!(status.endpoints.iter().all(|e| !e.ready));
+        assert_eq!(status.ready_replicas, 0);
+        assert!(status.route.is_some(), "the route stays for fallback");
+        for type_ in [READY, AVAILABLE] {
+            let c = status.conditions.iter().find(|c| c.type_ == type_).unwrap();
+            assert_eq!(
+                (c.status.as_str(), c.reason.as_str()),
+                ("False", CLUSTER_UNREACHABLE)
+            );
+            assert!(c.message.contains("BudCluster work"), "{}", c.message);
+        }
     }
 }

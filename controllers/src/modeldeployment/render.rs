@@ -87,6 +87,50 @@ pub struct RenderInputs<'a> {
     pub images: &'a EngineImages,
 }
 
+/// Labels on objects in another cluster naming the ModelDeployment they belong to: owner
+/// references cannot cross clusters, so these (and the operator's finalizer) stand in.
+pub const OWNER_NAMESPACE_LABEL: &str = "bud.studio/owner-namespace";
+pub const OWNER_NAME_LABEL: &str = "bud.studio/owner-name";
+
+/// The name of a ModelDeployment's workload in another cluster's workload namespace, which
+/// ModelDeployments of every namespace share: `NAMESPACE-NAME`, or when that exceeds 63
+/// characters (a Service name's limit) its first 52 and a hash of the whole.
+pub fn remote_name(md: &ModelDeployment) -> String {
+    use sha2::Digest;
+    let full = format!("{}-{}", md.namespace().unwrap_or_default(), md.name_any());
+    if full.len() <= 63 {
+        return full;
+    }
+    let digest = sha2::Sha256::digest(full.as_bytes());
+    let hash = hex::encode(&digest[..5]);
+    let head: String = full.chars().take(52).collect();
+    format!("{}-{hash}", head.trim_end_matches(['-', '.']))
+}
+
+/// The ModelDeployment as the renderer sees it for another cluster: named
+/// [`remote_name`] in `namespace`, without a uid (so its children get no owner reference),
+/// serving the same name. Render functions given it produce the remote objects.
+pub fn as_remote(md: &ModelDeployment, namespace: &str) -> ModelDeployment {
+    let mut remote = ModelDeployment::new(&remote_name(md), md.spec.clone());
+    remote.metadata.namespace = Some(namespace.to_owned());
+    remote.spec.served_name = Some(md.served_name());
+    remote
+}
+
+/// Adds the owner labels of `md` to `labels`.
+pub fn add_owner_labels(labels: &mut BTreeMap<String, String>, md: &ModelDeployment) {
+    labels.insert(
+        OWNER_NAMESPACE_LABEL.to_owned(),
+        md.namespace().unwrap_or_default(),
+    );
+    // Label values are limited to 63 characters; longer names are identified by the
+    // namespace label and the hashed object name.
+    let name = md.name_any();
+    if name.len() <= 63 {
+        labels.insert(OWNER_NAME_LABEL.to_owned(), name);
+    }
+}
+
 /// Labels of the engine pods and their selector.
 pub fn selector_labels(md: &ModelDeployment) -> BTreeMap<String, String> {
     BTreeMap::from([(DEPLOYMENT_LABEL.to_owned(), md.name_any())])
@@ -632,4 +676,31 @@ pub fn leader_worker_set(
         }
     });
     serde_json::from_value(value).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remote_objects_are_named_by_namespace_and_carry_no_owner_reference() {
+        let mut md: ModelDeployment = serde_json::from_value(serde_json::json!({
+            "apiVersion": "bud.studio/v1alpha1",
+            "kind": "ModelDeployment",
+            "metadata": {"name": "qwen", "namespace": "team", "uid": "uid-1"},
+            "spec": {"model": {"uri": "hf://Qwen/Qwen3-8B"}}
+        }))
+        .unwrap();
+        let remote = as_remote(&md, "bud-workloads");
+        assert_eq!(remote.name_any(), "team-qwen");
+        assert_eq!(remote.namespace().as_deref(), Some("bud-workloads"));
+        assert_eq!(remote.served_name(), "qwen");
+        assert!(service(&remote).metadata.owner_references.is_none());
+        assert!(service(&md).metadata.owner_references.is_some());
+        let short = remote_name(&md);
+        md.metadata.name = Some("m".repeat(80));
+        let name = remote_name(&md);
+        assert!(name.len() <= 63, "{name}");
+        assert_ne!(name, short);
+    }
 }
