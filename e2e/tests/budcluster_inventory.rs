@@ -50,7 +50,13 @@ async fn wait_for_inventory(
         let cluster = api.get(name).await?;
         let status = cluster.status.clone().unwrap_or_default();
         let ready = bud_crds::conditions::is_true(&status.conditions, "Ready");
-        Ok((ready && &observed_inventory(&status.accelerators) == expected).then_some(cluster))
+        // kwok gives a node default capacity until the fleet's own status lands: wait for
+        // the CPU-only capacity of the fleet file too.
+        let cpu_settled = status.cpu.as_ref().is_some_and(|c| c.cpu == "32");
+        Ok(
+            (ready && cpu_settled && &observed_inventory(&status.accelerators) == expected)
+                .then_some(cluster),
+        )
     })
     .await
 }

@@ -305,7 +305,13 @@ async fn scenario(client: &Client, ns: &str) -> anyhow::Result<()> {
             let cluster = api.get(&names["work"]).await?;
             let status = cluster.status.clone().unwrap_or_default();
             let ready = ready_of(&cluster).0 == "True";
-            Ok((ready && observed_inventory(&status.accelerators) == expected).then_some(cluster))
+            // kwok gives a node default capacity until the fleet's own status lands, so wait
+            // for the CPU-only capacity too.
+            let cpu = status.cpu.as_ref().map(|c| (c.nodes, c.cpu.clone()));
+            Ok((ready
+                && observed_inventory(&status.accelerators) == expected
+                && cpu == Some((2, "64".to_owned())))
+            .then_some(cluster))
         },
     )
     .await?;
