@@ -64,10 +64,10 @@ e2e-test: setup
 	eval "$$(gateway/tests/services.sh start)"; \
 	export PATH="$$(e2e/cluster/build-binaries.sh):$$PATH"; \
 	if [ -n "$${KUBECONFIG:-}" ]; then \
-	  cargo test -p bud-e2e; \
+	  cargo test --no-fail-fast -p bud-e2e; \
 	else \
 	  $(MAKE) --no-print-directory cluster-up; \
-	  KUBECONFIG=$(KUBECONFIG_LOCAL) cargo test -p bud-e2e; \
+	  KUBECONFIG=$(KUBECONFIG_LOCAL) cargo test --no-fail-fast -p bud-e2e; \
 	fi
 
 gateway-test: setup ## Gateway suites against real Redis and ClickHouse, and the Python SDK tests.
