@@ -351,6 +351,26 @@ async fn scenario(client: &Client, ns: &str) -> anyhow::Result<()> {
         down_status.endpoints
     );
 
+    // The emulators still listen at those addresses (the runtime keeps them), so a request
+    // that fails shows the gateway no longer routes there; with no fallback configured for
+    // this model it answers with an error.
+    let script = repo().join("e2e/clients/chat.py").display().to_string();
+    let base = format!("{}/v1", gateway.url);
+    let refusal = wait_until(
+        "the gateway to stop routing to the unreachable cluster",
+        Duration::from_secs(30),
+        || async {
+            Ok(run_tool("python3", &[&script, &base, &key, "remote-qwen"])
+                .err()
+                .map(|e| format!("{e:#}")))
+        },
+    )
+    .await?;
+    assert!(
+        refusal.contains("503") || refusal.to_lowercase().contains("endpoint"),
+        "{refusal}"
+    );
+
     // Back again: Ready with the same pods; then deletion removes the remote workload.
     let restarted_at = Instant::now();
     plane.restart()?;
@@ -397,7 +417,9 @@ async fn scenario(client: &Client, ns: &str) -> anyhow::Result<()> {
         "measured: Ready on the workload cluster {ready_time:.1?} after apply; ClusterUnreachable \
          {unreachable_time:.1?} after down.sh began (down.sh took {down_sh:.1?}); Ready again \
          {recover_time:.1?} after up.sh --keep began (up.sh took {up_sh:.1?}); remote workload \
-         and ModelDeployment deleted in {delete_time:.1?}"
+         and ModelDeployment deleted in {delete_time:.1?}; the gateway meanwhile: {}",
+        // The SDK's error only: the command line holds the API key.
+        refusal.rsplit("failed: ").next().unwrap_or_default()
     );
     drop(gateway);
     operator.stop();

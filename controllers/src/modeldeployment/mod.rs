@@ -382,18 +382,29 @@ async fn reconcile(md: Arc<ModelDeployment>, state: Arc<State>) -> Result<Action
         } => true,
         Decision::Hold { .. } => false,
     };
+    let mut cleanup_pending = false;
     if let Some(old) = &recorded
         && moved
         && unreachable.is_none()
     {
-        if let Some(why) = delete_remote(&state, &md, old).await? {
-            tracing::info!(modeldeployment = %format!("{namespace}/{name}"), %why, "previous remote workload cannot be deleted yet");
-            return Ok(Action::requeue(REMOTE_POLL_NOT_READY));
-        }
-        if workload.remote.is_none() {
-            record_location(client, &md, None).await?;
-            // The patch changes the object: the next reconcile sees it.
-            return Ok(Action::await_change());
+        match delete_remote(&state, &md, old).await? {
+            None if workload.remote.is_none() => {
+                record_location(client, &md, None).await?;
+                // The patch changes the object: the next reconcile sees it.
+                return Ok(Action::await_change());
+            }
+            None => {}
+            // Moving off an unreachable cluster is not held up: the finalizer stays, and the
+            // old workload is deleted once its cluster answers.
+            Some(why) if workload.remote.is_none() => {
+                tracing::info!(modeldeployment = %format!("{namespace}/{name}"), %why, "previous remote workload cannot be deleted yet");
+                cleanup_pending = true;
+            }
+            // One location is recorded at a time: the new cluster waits for the old one.
+            Some(why) => {
+                tracing::info!(modeldeployment = %format!("{namespace}/{name}"), %why, "previous remote workload cannot be deleted yet");
+                return Ok(Action::requeue(REMOTE_POLL_NOT_READY));
+            }
         }
     }
     if let (Some(location), None) = (&workload.remote, &unreachable) {
@@ -484,6 +495,7 @@ async fn reconcile(md: Arc<ModelDeployment>, state: Arc<State>) -> Result<Action
         .get_or_create(&labels)
         .observe(started.elapsed().as_secs_f64());
     Ok(Action::requeue(match &workload.remote {
+        None if cleanup_pending => REMOTE_POLL_NOT_READY,
         None => LOCAL_RESYNC,
         Some(_) if bud_crds::conditions::is_true(&status.conditions, READY) => REMOTE_POLL_READY,
         Some(_) => REMOTE_POLL_NOT_READY,
