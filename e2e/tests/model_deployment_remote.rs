@@ -391,6 +391,35 @@ async fn scenario(client: &Client, ns: &str) -> anyhow::Result<()> {
         "the same pods serve after the restart"
     );
 
+    // A remote pod going away shows in status at once (a watch in the workload cluster),
+    // well within the 30 s poll of a Ready deployment.
+    let victim = back
+        .status
+        .clone()
+        .unwrap_or_default()
+        .endpoints
+        .first()
+        .and_then(|e| e.pod.clone())
+        .ok_or_else(|| anyhow::anyhow!("no endpoint pod"))?;
+    Api::<Pod>::namespaced(workload.clone(), WORKLOAD_NAMESPACE)
+        .delete(&victim, &DeleteParams::default())
+        .await?;
+    let pod_deleted_at = Instant::now();
+    wait_until(
+        "the deleted remote pod to leave the endpoints",
+        Duration::from_secs(15),
+        || async {
+            let md = api.get("remote-qwen").await?;
+            let endpoints = md.status.unwrap_or_default().endpoints;
+            Ok((!endpoints
+                .iter()
+                .any(|e| e.pod.as_deref() == Some(victim.as_str())))
+            .then_some(()))
+        },
+    )
+    .await?;
+    let pod_follow_time = pod_deleted_at.elapsed();
+
     api.delete("remote-qwen", &DeleteParams::default()).await?;
     let deleted_at = Instant::now();
     wait_until(
@@ -417,7 +446,8 @@ async fn scenario(client: &Client, ns: &str) -> anyhow::Result<()> {
         "measured: Ready on the workload cluster {ready_time:.1?} after apply; ClusterUnreachable \
          {unreachable_time:.1?} after down.sh began (down.sh took {down_sh:.1?}); Ready again \
          {recover_time:.1?} after up.sh --keep began (up.sh took {up_sh:.1?}); remote workload \
-         and ModelDeployment deleted in {delete_time:.1?}; the gateway meanwhile: {}",
+         and ModelDeployment deleted in {delete_time:.1?}; a deleted remote pod left the \
+         endpoints in {pod_follow_time:.1?}; the gateway meanwhile: {}",
         // The SDK's error only: the command line holds the API key.
         refusal.rsplit("failed: ").next().unwrap_or_default()
     );

@@ -58,6 +58,75 @@ pub struct State {
     pub ctx: Arc<Context>,
     pub clusters: Store<BudCluster>,
     pub settings: Settings,
+    /// Engine pod watches in other clusters' workload namespaces.
+    pub remote_pods: RemotePodWatches,
+}
+
+/// One engine-pod watch per (cluster, workload namespace) in use, each poking the
+/// ModelDeployment its pods' owner labels name, so a remote pod's change is reconciled at
+/// once as a local one is. A watch keeps the client it started with; the periodic poll
+/// covers what it misses (e.g. after rotated credentials, or while the cluster is down).
+pub struct RemotePodWatches {
+    tasks: std::sync::Mutex<BTreeMap<(String, String), tokio::task::JoinHandle<()>>>,
+    notify: futures::channel::mpsc::UnboundedSender<ObjectRef<ModelDeployment>>,
+}
+
+impl RemotePodWatches {
+    pub fn new(
+        notify: futures::channel::mpsc::UnboundedSender<ObjectRef<ModelDeployment>>,
+    ) -> Self {
+        Self {
+            tasks: Default::default(),
+            notify,
+        }
+    }
+
+    /// Starts the watch of `location` with `client` unless one runs.
+    fn ensure(&self, location: &RemoteLocation, client: &kube::Client) {
+        let key = (location.cluster.clone(), location.namespace.clone());
+        let mut tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
+        if tasks.get(&key).is_some_and(|t| !t.is_finished()) {
+            return;
+        }
+        let pods = Api::<Pod>::namespaced(client.clone(), &location.namespace);
+        let notify = self.notify.clone();
+        let config = watcher::Config::default().labels(&format!(
+            "{}=engine,app.kubernetes.io/managed-by=bud-operator",
+            render::COMPONENT_LABEL
+        ));
+        let task = tokio::spawn(async move {
+            use kube::runtime::WatchStreamExt;
+            let stream = watcher(pods, config).default_backoff().touched_objects();
+            futures::pin_mut!(stream);
+            while let Some(event) = stream.next().await {
+                let Ok(pod) = event else { continue };
+                let labels = pod.labels();
+                if let (Some(namespace), Some(name)) = (
+                    labels.get(render::OWNER_NAMESPACE_LABEL),
+                    labels.get(render::OWNER_NAME_LABEL),
+                ) && notify
+                    .unbounded_send(ObjectRef::new(name).within(namespace))
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        });
+        tasks.insert(key, task);
+    }
+}
+
+impl Drop for RemotePodWatches {
+    fn drop(&mut self) {
+        for task in self
+            .tasks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+        {
+            task.abort();
+        }
+    }
 }
 
 /// The node label that names an accelerator's product, by its extended resource.
@@ -96,11 +165,10 @@ pub const REMOTE_FINALIZER: &str = "bud.studio/remote-workload";
 /// Annotation recording where the remote workload was applied: `CLUSTER/NAMESPACE`.
 pub const REMOTE_LOCATION_ANNOTATION: &str = "bud.studio/remote-workload";
 
-/// Requeue intervals. Engine pods of the operator's own cluster are watched; those of other
-/// clusters are polled: every 5 s while the deployment is not Ready (rollouts, an unreachable
-/// cluster coming back), every 30 s once it is (a pod dying there shows up within 30 s; the
-/// gateway's own ejection covers the gap). A BudCluster's Ready change requeues its
-/// deployments at once.
+/// Requeue intervals. Engine pods are watched, in other clusters too ([`RemotePodWatches`]);
+/// remote deployments are also polled, since a watch in another cluster can lag or break:
+/// every 5 s while the deployment is not Ready (rollouts, an unreachable cluster coming
+/// back), every 30 s once it is. A BudCluster's change requeues its deployments at once.
 const LOCAL_RESYNC: Duration = Duration::from_secs(300);
 const REMOTE_POLL_NOT_READY: Duration = Duration::from_secs(5);
 const REMOTE_POLL_READY: Duration = Duration::from_secs(30);
@@ -426,6 +494,7 @@ async fn reconcile(md: Arc<ModelDeployment>, state: Arc<State>) -> Result<Action
             }
         }
         ensure_namespace(&workload.client, &location.namespace).await?;
+        state.remote_pods.ensure(location, &workload.client);
     }
 
     // Act.
@@ -811,10 +880,12 @@ pub async fn run(
             .map(|md| ObjectRef::from_obj(md.as_ref()))
             .collect::<Vec<_>>()
     };
+    let (remote_tx, remote_rx) = futures::channel::mpsc::unbounded();
     let state = Arc::new(State {
         ctx,
         clusters,
         settings,
+        remote_pods: RemotePodWatches::new(remote_tx),
     });
     controller
         .owns(
@@ -831,6 +902,7 @@ pub async fn run(
             Some(ObjectRef::<ModelDeployment>::new(&owner).within(&namespace))
         })
         .watches_stream(cluster_events, on_cluster_change)
+        .reconcile_on(remote_rx)
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, state)
         .for_each(|_| async {})
