@@ -137,8 +137,7 @@ pub async fn install_crds(client: &Client) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Registers (or updates) the fleet's nodes. Node status is written through the status
-/// subresource because the API server ignores status on create.
+/// Registers (or updates) the fleet's nodes.
 pub async fn apply_fleet(client: &Client, fleet: &Fleet) -> anyhow::Result<Vec<String>> {
     let mut names = Vec::new();
     for node in fleet.nodes() {
@@ -147,10 +146,27 @@ pub async fn apply_fleet(client: &Client, fleet: &Fleet) -> anyhow::Result<Vec<S
     Ok(names)
 }
 
-/// Registers one simulated node and sets its capacity.
+/// Registers one simulated node with its capacity. A new node is created with its status
+/// in one request (the API server keeps a Node's status on create): kwok fills in default
+/// capacity for a node it sees without one, and a later status patch can race with that.
+/// An existing node gets its labels and capacity patched.
 pub async fn apply_node(client: &Client, node: &Node) -> anyhow::Result<String> {
     let api: Api<Node> = Api::all(client.clone());
     let name = node.metadata.name.clone().unwrap_or_default();
+    match api
+        .create(
+            &PostParams {
+                field_manager: Some(FIELD_MANAGER.into()),
+                ..Default::default()
+            },
+            node,
+        )
+        .await
+    {
+        Ok(_) => return Ok(name),
+        Err(kube::Error::Api(status)) if status.code == 409 => {}
+        Err(e) => return Err(e.into()),
+    }
     let params = PatchParams::apply(FIELD_MANAGER).force();
     let mut without_status = node.clone();
     without_status.status = None;
