@@ -380,3 +380,88 @@ pub fn http_get(addr: &str, path: &str) -> anyhow::Result<String> {
     stream.read_to_string(&mut response)?;
     Ok(response)
 }
+
+/// The repository's root folder.
+pub fn repo_root() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+}
+
+/// Applies every document of a YAML file into `namespace` with kubectl (server-side).
+pub fn kubectl_apply(namespace: &str, file: &Path) -> anyhow::Result<()> {
+    let file = file.display().to_string();
+    run_tool(
+        "kubectl",
+        &[
+            "apply",
+            "--server-side",
+            "--namespace",
+            namespace,
+            "-f",
+            &file,
+        ],
+    )?;
+    Ok(())
+}
+
+/// Applies YAML text into `namespace` with kubectl (server-side).
+pub fn kubectl_apply_text(namespace: &str, yaml: &str) -> anyhow::Result<()> {
+    let path = std::env::temp_dir().join(format!(
+        "{namespace}-{}-{}.yaml",
+        std::process::id(),
+        yaml.len()
+    ));
+    std::fs::write(&path, yaml)?;
+    let result = kubectl_apply(namespace, &path);
+    std::fs::remove_file(&path)?;
+    result
+}
+
+/// The key the ApiKey controller wrote into the Secret of ApiKey `name`.
+pub async fn issued_api_key(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+) -> anyhow::Result<String> {
+    let keys: Api<bud_crds::ApiKey> = Api::namespaced(client.clone(), namespace);
+    let secret_name = wait_until(
+        "the ApiKey to be issued",
+        Duration::from_secs(30),
+        || async { Ok(keys.get(name).await?.status.and_then(|s| s.secret_name)) },
+    )
+    .await?;
+    let secret = Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), namespace)
+        .get(&secret_name)
+        .await?;
+    let bytes = secret
+        .data
+        .and_then(|d| d.get("apiKey").cloned())
+        .ok_or_else(|| anyhow::anyhow!("no apiKey in {secret_name}"))?;
+    Ok(String::from_utf8(bytes.0)?)
+}
+
+/// A chat completion and a streamed one with the official OpenAI SDK through the gateway
+/// (e2e/clients/chat.py), retried until it succeeds: the gateway learns new routes and keys a
+/// moment after their status is written. Returns the script's JSON summary.
+pub async fn chat(
+    gateway: &GatewayProcess,
+    key: &str,
+    model: &str,
+) -> anyhow::Result<serde_json::Value> {
+    let script = repo_root()
+        .join("e2e/clients/chat.py")
+        .display()
+        .to_string();
+    let base = format!("{}/v1", gateway.url);
+    wait_until(
+        &format!("a chat completion for {model} through the gateway"),
+        Duration::from_secs(60),
+        || {
+            let (script, base) = (script.clone(), base.clone());
+            async move {
+                let out = run_tool("python3", &[&script, &base, key, model])?;
+                Ok(Some(serde_json::from_str::<serde_json::Value>(&out)?))
+            }
+        },
+    )
+    .await
+}

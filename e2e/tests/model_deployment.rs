@@ -4,48 +4,19 @@
 
 use bud_controllers::planning::{self, PlanInputs};
 use bud_crds::conditions::{READY, find_condition};
-use bud_crds::{ApiKey, BudCluster, ModelDeployment};
+use bud_crds::{BudCluster, ModelDeployment};
 use bud_e2e::engine_runtime::EngineRuntime;
 use bud_e2e::harness::{
     self, GatewayProcess, OperatorProcess, TestNamespace, run_tool, target_binary, wait_until,
 };
 use futures::FutureExt;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Node, Pod, Secret};
+use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::Client;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
-use std::path::Path;
 use std::time::Duration;
 
 const ROLLOUT: Duration = Duration::from_secs(120);
-
-fn repo() -> &'static Path {
-    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
-}
-
-/// Applies every document of a YAML file into `namespace` with kubectl (server-side).
-fn kubectl_apply(namespace: &str, file: &Path) -> anyhow::Result<()> {
-    run_tool(
-        "kubectl",
-        &[
-            "apply",
-            "--server-side",
-            "--namespace",
-            namespace,
-            "-f",
-            &file.display().to_string(),
-        ],
-    )?;
-    Ok(())
-}
-
-fn kubectl_apply_text(namespace: &str, yaml: &str) -> anyhow::Result<()> {
-    let path = std::env::temp_dir().join(format!("{namespace}-{}.yaml", yaml.len()));
-    std::fs::write(&path, yaml)?;
-    let result = kubectl_apply(namespace, &path);
-    std::fs::remove_file(&path)?;
-    result
-}
 
 async fn wait_ready(api: &Api<ModelDeployment>, name: &str) -> anyhow::Result<ModelDeployment> {
     wait_until(
@@ -85,54 +56,6 @@ async fn wait_reason(
     .await
 }
 
-/// The key the ApiKey controller wrote into its Secret.
-async fn api_key(client: &Client, namespace: &str, name: &str) -> anyhow::Result<String> {
-    let keys: Api<ApiKey> = Api::namespaced(client.clone(), namespace);
-    let secret_name = wait_until(
-        "the ApiKey to be issued",
-        Duration::from_secs(30),
-        || async {
-            Ok(keys
-                .get(name)
-                .await?
-                .status
-                .and_then(|s| s.secret_name.filter(|_| true)))
-        },
-    )
-    .await?;
-    let secret = Api::<Secret>::namespaced(client.clone(), namespace)
-        .get(&secret_name)
-        .await?;
-    let bytes = secret
-        .data
-        .and_then(|d| d.get("apiKey").cloned())
-        .ok_or_else(|| anyhow::anyhow!("no apiKey in {secret_name}"))?;
-    Ok(String::from_utf8(bytes.0)?)
-}
-
-/// Runs the official OpenAI SDK through the gateway (e2e/clients/chat.py) until it succeeds;
-/// the gateway learns new routes and keys within a moment of their status being written.
-async fn chat(
-    gateway: &GatewayProcess,
-    key: &str,
-    model: &str,
-) -> anyhow::Result<serde_json::Value> {
-    let script = repo().join("e2e/clients/chat.py").display().to_string();
-    let base = format!("{}/v1", gateway.url);
-    wait_until(
-        &format!("a chat completion for {model} through the gateway"),
-        Duration::from_secs(60),
-        || {
-            let (script, base) = (script.clone(), base.clone());
-            async move {
-                let out = run_tool("python3", &[&script, &base, key, model])?;
-                Ok(Some(serde_json::from_str::<serde_json::Value>(&out)?))
-            }
-        },
-    )
-    .await
-}
-
 /// Rows ClickHouse holds for a namespace's requests.
 fn usage_rows(clickhouse: &str, namespace: &str) -> anyhow::Result<u64> {
     let query = format!(
@@ -148,7 +71,7 @@ fn usage_rows(clickhouse: &str, namespace: &str) -> anyhow::Result<u64> {
 async fn ensure_local_cluster(client: &Client) -> anyhow::Result<()> {
     let api: Api<BudCluster> = Api::all(client.clone());
     let cluster: BudCluster = serde_yaml::from_str(&std::fs::read_to_string(
-        repo().join("examples/local-cluster.yaml"),
+        harness::repo_root().join("examples/local-cluster.yaml"),
     )?)?;
     api.patch(
         "local",
@@ -175,7 +98,10 @@ async fn quickstart(
     gateway: &GatewayProcess,
     clickhouse: Option<&str>,
 ) -> anyhow::Result<()> {
-    kubectl_apply(&ns.name, &repo().join("examples/quickstart.yaml"))?;
+    harness::kubectl_apply(
+        &ns.name,
+        &harness::repo_root().join("examples/quickstart.yaml"),
+    )?;
     let api: Api<ModelDeployment> = Api::namespaced(client.clone(), &ns.name);
     let md = wait_ready(&api, "qwen3-8b").await?;
     let status = md.status.clone().unwrap();
@@ -242,8 +168,8 @@ async fn quickstart(
     );
     assert_eq!(status.route.as_ref().unwrap().served_name, "qwen3-8b");
 
-    let key = api_key(client, &ns.name, "quickstart").await?;
-    let reply = chat(gateway, &key, "qwen3-8b").await?;
+    let key = harness::issued_api_key(client, &ns.name, "quickstart").await?;
+    let reply = harness::chat(gateway, &key, "qwen3-8b").await?;
     assert!(
         !reply["reply"].as_str().unwrap_or_default().is_empty(),
         "{reply}"
@@ -278,7 +204,7 @@ async fn quickstart(
 /// Scenario 2: an SLO nothing meets: NoFeasibleConfiguration, nothing deployed, a message
 /// saying what to relax.
 async fn infeasible(client: &Client, ns: &TestNamespace) -> anyhow::Result<()> {
-    kubectl_apply_text(
+    harness::kubectl_apply_text(
         &ns.name,
         "apiVersion: bud.studio/v1alpha1\nkind: ModelDeployment\nmetadata: {name: too-fast}\nspec:\n  model: {uri: hf://meta-llama/Llama-3.1-70B}\n  workload: {inputTokens: 4096, outputTokens: 512, concurrency: 64}\n  slo: {ttftMs: 1, tpotMs: 1}\n",
     )?;
@@ -304,7 +230,7 @@ async fn infeasible(client: &Client, ns: &TestNamespace) -> anyhow::Result<()> {
 /// Scenario 3: more replicas than free GPUs: InsufficientCapacity; Ready once a node with
 /// capacity joins.
 async fn insufficient_capacity(client: &Client, ns: &TestNamespace) -> anyhow::Result<()> {
-    kubectl_apply_text(
+    harness::kubectl_apply_text(
         &ns.name,
         "apiVersion: bud.studio/v1alpha1\nkind: ModelDeployment\nmetadata: {name: big}\nspec:\n  model: {uri: hf://Qwen/Qwen3-8B}\n  placement: {accelerator: NVIDIA-H100-80GB-HBM3, tensorParallel: 8}\n  replicas: 3\n",
     )?;
@@ -352,7 +278,7 @@ impl Load {
         ));
         let _ = std::fs::remove_file(&stop_file);
         let child = tokio::process::Command::new("python3")
-            .arg(repo().join("e2e/clients/load.py"))
+            .arg(harness::repo_root().join("e2e/clients/load.py"))
             .args([
                 format!("{}/v1", gateway.url),
                 key.to_owned(),
@@ -404,19 +330,19 @@ async fn scale_revise_delete(
     ns: &TestNamespace,
     gateway: &GatewayProcess,
 ) -> anyhow::Result<()> {
-    kubectl_apply_text(
+    harness::kubectl_apply_text(
         &ns.name,
         &explicit_deployment("lifecycle", "lifecycle", 2, None),
     )?;
-    kubectl_apply_text(&ns.name, &api_key_yaml("lifecycle", "lifecycle"))?;
+    harness::kubectl_apply_text(&ns.name, &api_key_yaml("lifecycle", "lifecycle"))?;
     let api: Api<ModelDeployment> = Api::namespaced(client.clone(), &ns.name);
     wait_ready(&api, "lifecycle").await?;
-    let key = api_key(client, &ns.name, "lifecycle").await?;
-    chat(gateway, &key, "lifecycle").await?;
+    let key = harness::issued_api_key(client, &ns.name, "lifecycle").await?;
+    harness::chat(gateway, &key, "lifecycle").await?;
 
     let load = Load::start(gateway, &key, "lifecycle")?;
     // A new revision rolls the pods one at a time (maxSurge 0): one replica keeps serving.
-    kubectl_apply_text(
+    harness::kubectl_apply_text(
         &ns.name,
         &explicit_deployment("lifecycle", "lifecycle", 2, Some("main")),
     )?;
@@ -462,7 +388,7 @@ async fn scale_revise_delete(
     })
     .await?;
     // Requests keep flowing a moment after the last change.
-    chat(gateway, &key, "lifecycle").await?;
+    harness::chat(gateway, &key, "lifecycle").await?;
     let tally = load.finish().await?;
     assert_eq!(
         tally["failed"], 0,
@@ -524,12 +450,12 @@ async fn fallback(
         explicit_deployment("chat-engine", "chat", 2, None),
         api_key_yaml("chat", "chat"),
     );
-    kubectl_apply_text(&ns.name, &yaml)?;
+    harness::kubectl_apply_text(&ns.name, &yaml)?;
     let api: Api<ModelDeployment> = Api::namespaced(client.clone(), &ns.name);
     wait_ready(&api, "chat-engine").await?;
     wait_ready(&api, "chat-provider").await?;
-    let key = api_key(client, &ns.name, "chat").await?;
-    chat(gateway, &key, "chat").await?;
+    let key = harness::issued_api_key(client, &ns.name, "chat").await?;
+    harness::chat(gateway, &key, "chat").await?;
 
     let load = Load::start(gateway, &key, "chat")?;
     // The engines crash (their pods stay Running): the gateway ejects them and falls back.
@@ -568,7 +494,7 @@ async fn fallback(
         Ok((fresh && md.status.is_some_and(|s| s.ready_replicas == 2)).then_some(()))
     })
     .await?;
-    chat(gateway, &key, "chat").await?;
+    harness::chat(gateway, &key, "chat").await?;
     let tally = load.finish().await?;
     assert!(
         tally["failed"] == 0,
@@ -586,7 +512,7 @@ async fn operator_restart(
     operator: &mut Option<OperatorProcess>,
     lease_namespace: &str,
 ) -> anyhow::Result<()> {
-    kubectl_apply_text(
+    harness::kubectl_apply_text(
         &ns.name,
         "apiVersion: bud.studio/v1alpha1\nkind: ModelDeployment\nmetadata: {name: restart}\nspec:\n  model: {uri: hf://Qwen/Qwen3-8B}\n  workload: {inputTokens: 512, outputTokens: 128, concurrency: 8}\n  slo: {ttftMs: 2000, tpotMs: 100}\n  replicas: 2\n",
     )?;
@@ -634,7 +560,7 @@ fn stub_crd(group: &str, version: &str, kind: &str, plural: &str) -> String {
 /// Scenario 7: autoscaling and multi-node replicas say what is missing until KEDA and
 /// LeaderWorkerSet are installed, then render a ScaledObject and a LeaderWorkerSet.
 async fn extensions(client: &Client, ns: &TestNamespace) -> anyhow::Result<()> {
-    kubectl_apply_text(
+    harness::kubectl_apply_text(
         &ns.name,
         "apiVersion: bud.studio/v1alpha1\nkind: ModelDeployment\nmetadata: {name: scaled}\nspec:\n  model: {uri: hf://Qwen/Qwen3-8B}\n  placement: {accelerator: NVIDIA-H100-80GB-HBM3, tensorParallel: 1}\n  autoscaling: {minReplicas: 1, maxReplicas: 3, target: '8'}\n---\napiVersion: bud.studio/v1alpha1\nkind: ModelDeployment\nmetadata: {name: wide}\nspec:\n  model: {uri: hf://Qwen/Qwen3-8B}\n  placement: {accelerator: NVIDIA-H100-80GB-HBM3, tensorParallel: 16}\n  replicas: 1\n",
     )?;
@@ -677,7 +603,7 @@ async fn extensions(client: &Client, ns: &TestNamespace) -> anyhow::Result<()> {
             "leaderworkersets"
         )
     );
-    kubectl_apply_text(&ns.name, &crds)?;
+    harness::kubectl_apply_text(&ns.name, &crds)?;
     let result = async {
         run_tool(
             "kubectl",

@@ -10,7 +10,7 @@
 use bud_crds::budcluster::{ClusterType, KubeconfigSource};
 use bud_crds::common::NamespacedSecretKeyRef;
 use bud_crds::conditions::{READY, find_condition};
-use bud_crds::{ApiKey, BudCluster, BudClusterSpec, ModelDeployment};
+use bud_crds::{BudCluster, BudClusterSpec, ModelDeployment};
 use bud_e2e::control_plane::LocalControlPlane;
 use bud_e2e::engine_runtime::EngineRuntime;
 use bud_e2e::fleet::Fleet;
@@ -28,10 +28,6 @@ use std::time::{Duration, Instant};
 const TEST_LABEL: &str = "bud.studio/e2e-test";
 const WORKLOAD_NAMESPACE: &str = "bud-workloads";
 const ROLLOUT: Duration = Duration::from_secs(120);
-
-fn repo() -> &'static Path {
-    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
-}
 
 fn ready_of(md: &ModelDeployment) -> (String, String, String) {
     md.status
@@ -62,66 +58,6 @@ async fn wait_md(
     })
     .await;
     result.map_err(|e| anyhow::anyhow!("{e:#}; last Ready: {:?}", last.lock().unwrap()))
-}
-
-/// The key the ApiKey controller wrote into its Secret.
-async fn api_key(client: &Client, namespace: &str, name: &str) -> anyhow::Result<String> {
-    let keys: Api<ApiKey> = Api::namespaced(client.clone(), namespace);
-    let secret_name = wait_until(
-        "the ApiKey to be issued",
-        Duration::from_secs(30),
-        || async { Ok(keys.get(name).await?.status.and_then(|s| s.secret_name)) },
-    )
-    .await?;
-    let secret = Api::<Secret>::namespaced(client.clone(), namespace)
-        .get(&secret_name)
-        .await?;
-    let bytes = secret
-        .data
-        .and_then(|d| d.get("apiKey").cloned())
-        .ok_or_else(|| anyhow::anyhow!("no apiKey in {secret_name}"))?;
-    Ok(String::from_utf8(bytes.0)?)
-}
-
-/// The official OpenAI SDK through the gateway (e2e/clients/chat.py), retried until it
-/// succeeds: the gateway learns routes and keys within a moment of their status being written.
-async fn chat(
-    gateway: &GatewayProcess,
-    key: &str,
-    model: &str,
-) -> anyhow::Result<serde_json::Value> {
-    let script = repo().join("e2e/clients/chat.py").display().to_string();
-    let base = format!("{}/v1", gateway.url);
-    wait_until(
-        &format!("a chat completion for {model} through the gateway"),
-        Duration::from_secs(60),
-        || {
-            let (script, base) = (script.clone(), base.clone());
-            async move {
-                let out = run_tool("python3", &[&script, &base, key, model])?;
-                Ok(Some(serde_json::from_str::<serde_json::Value>(&out)?))
-            }
-        },
-    )
-    .await
-}
-
-fn apply_yaml(namespace: &str, yaml: &str) -> anyhow::Result<()> {
-    let path = std::env::temp_dir().join(format!("{namespace}-{}.yaml", yaml.len()));
-    std::fs::write(&path, yaml)?;
-    let result = run_tool(
-        "kubectl",
-        &[
-            "apply",
-            "--server-side",
-            "--namespace",
-            namespace,
-            "-f",
-            &path.display().to_string(),
-        ],
-    );
-    std::fs::remove_file(&path)?;
-    result.map(drop)
 }
 
 #[tokio::test]
@@ -246,7 +182,7 @@ async fn scenario(client: &Client, ns: &str) -> anyhow::Result<()> {
     cluster_ready(true).await?;
 
     // A model on the workload cluster's L40S (a GPU the management fleet does not have).
-    apply_yaml(
+    harness::kubectl_apply_text(
         ns,
         &format!(
             "apiVersion: bud.studio/v1alpha1\nkind: ModelDeployment\nmetadata: {{name: remote-qwen}}\nspec:\n  model: {{uri: hf://Qwen/Qwen3-8B}}\n  servedName: remote-qwen\n  cluster: {cluster_name}\n  placement: {{accelerator: NVIDIA-L40S, tensorParallel: 1}}\n  replicas: 2\n---\napiVersion: bud.studio/v1alpha1\nkind: ApiKey\nmetadata: {{name: remote}}\nspec: {{models: [remote-qwen]}}\n"
@@ -320,8 +256,8 @@ async fn scenario(client: &Client, ns: &str) -> anyhow::Result<()> {
     assert_eq!(endpoint_addresses, sorted);
 
     // A chat completion through the gateway, answered by the workload cluster's engines.
-    let key = api_key(client, ns, "remote").await?;
-    let reply = chat(&gateway, &key, "remote-qwen").await?;
+    let key = harness::issued_api_key(client, ns, "remote").await?;
+    let reply = harness::chat(&gateway, &key, "remote-qwen").await?;
     assert!(
         !reply["reply"].as_str().unwrap_or_default().is_empty(),
         "{reply}"
@@ -354,7 +290,10 @@ async fn scenario(client: &Client, ns: &str) -> anyhow::Result<()> {
     // The emulators still listen at those addresses (the runtime keeps them), so a request
     // that fails shows the gateway no longer routes there; with no fallback configured for
     // this model it answers with an error.
-    let script = repo().join("e2e/clients/chat.py").display().to_string();
+    let script = harness::repo_root()
+        .join("e2e/clients/chat.py")
+        .display()
+        .to_string();
     let base = format!("{}/v1", gateway.url);
     let refusal = wait_until(
         "the gateway to stop routing to the unreachable cluster",
