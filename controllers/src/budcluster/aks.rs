@@ -469,24 +469,8 @@ impl ArmClient {
 }
 
 async fn arm_client(state: &State, secret: &NamespacedSecretName) -> Result<ArmClient, Blocker> {
-    let api: Api<Secret> = Api::namespaced(state.ctx.client.clone(), &secret.namespace);
-    let found = api.get_opt(&secret.name).await.map_err(|e| {
-        Blocker::new(
-            "CredentialsMissing",
-            format!(
-                "cannot read Secret {}/{}: {}",
-                secret.namespace,
-                secret.name,
-                short_error(&e)
-            ),
-        )
-    })?;
-    let data = found.and_then(|s| s.data).unwrap_or_default();
-    let get = |key: &str| {
-        data.get(key)
-            .and_then(|v| String::from_utf8(v.0.clone()).ok())
-            .filter(|v| !v.is_empty())
-    };
+    let data = super::read_credentials_secret(state, secret).await?;
+    let get = |key: &str| -> Option<String> { data.get(key).cloned() };
     match (
         get("AZURE_TENANT_ID"),
         get("AZURE_CLIENT_ID"),

@@ -209,6 +209,38 @@ pub fn accelerator_summary(accelerators: &[AcceleratorInventory]) -> String {
         .join(", ")
 }
 
+/// The non-empty UTF-8 entries of a cloud credentials Secret (EKS and AKS); a Secret that
+/// cannot be read is a `CredentialsMissing` blocker naming it.
+async fn read_credentials_secret(
+    state: &State,
+    secret: &bud_crds::budcluster::NamespacedSecretName,
+) -> std::result::Result<BTreeMap<String, String>, Blocker> {
+    let api: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(state.ctx.client.clone(), &secret.namespace);
+    let found = api.get_opt(&secret.name).await.map_err(|e| {
+        Blocker::new(
+            "CredentialsMissing",
+            format!(
+                "cannot read Secret {}/{}: {}",
+                secret.namespace,
+                secret.name,
+                kubeconfig::short_error(&e)
+            ),
+        )
+    })?;
+    Ok(found
+        .and_then(|s| s.data)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|(key, value)| {
+            String::from_utf8(value.0)
+                .ok()
+                .filter(|v| !v.is_empty())
+                .map(|v| (key, v))
+        })
+        .collect())
+}
+
 /// Why a cluster is not usable: the `Ready=False` reason and a message a platform engineer
 /// can act on.
 #[derive(Clone, Debug, PartialEq, Eq)]
