@@ -8,6 +8,8 @@ pub mod apikey;
 pub mod backoff;
 pub mod budcluster;
 mod error;
+#[cfg(test)]
+mod fixtures;
 pub mod metrics;
 pub mod modeldeployment;
 pub mod planning;

@@ -396,48 +396,8 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bud_crds::budcluster::{
-        AcceleratorInventory, BudClusterSpec, BudClusterStatus, ClusterType,
-    };
     use bud_crds::common::SloTargets;
     use bud_crds::simulation::{CandidateAccelerator, Candidates, SimulationModel};
-    use std::collections::BTreeMap;
-
-    fn local_cluster() -> Arc<BudCluster> {
-        let mut c = BudCluster::new(
-            "local",
-            BudClusterSpec {
-                type_: ClusterType::Local,
-                kubeconfig: None,
-                eks: None,
-                aks: None,
-                workload_namespace: None,
-                accelerator_prices: BTreeMap::new(),
-            },
-        );
-        c.status = Some(BudClusterStatus {
-            conditions: vec![new_condition(
-                READY,
-                true,
-                "InventoryCurrent",
-                "",
-                None,
-                Timestamp::UNIX_EPOCH,
-            )],
-            accelerators: vec![AcceleratorInventory {
-                vendor: "NVIDIA".into(),
-                product: "NVIDIA-H100-80GB-HBM3".into(),
-                resource_name: "nvidia.com/gpu".into(),
-                memory_mib: Some(81559),
-                count: 16,
-                allocatable: 16,
-                nodes: 2,
-                max_per_node: 8,
-            }],
-            ..Default::default()
-        });
-        Arc::new(c)
-    }
 
     fn simulation(model: &str, slo: SloTargets, candidates: Candidates) -> Simulation {
         let mut s = Simulation::new(
@@ -471,7 +431,12 @@ mod tests {
             },
             Candidates::default(),
         );
-        let outcome = plan_status(&sim, &[local_cluster()], None, Timestamp::UNIX_EPOCH);
+        let outcome = plan_status(
+            &sim,
+            &[crate::fixtures::local_cluster()],
+            None,
+            Timestamp::UNIX_EPOCH,
+        );
         let s = &outcome.status;
         assert_eq!(outcome.reason, "SearchComplete");
         assert!(!s.recommendations.is_empty() && s.recommendations.len() <= 3);
@@ -493,7 +458,12 @@ mod tests {
             },
             Candidates::default(),
         );
-        let outcome = plan_status(&sim, &[local_cluster()], None, Timestamp::UNIX_EPOCH);
+        let outcome = plan_status(
+            &sim,
+            &[crate::fixtures::local_cluster()],
+            None,
+            Timestamp::UNIX_EPOCH,
+        );
         assert_eq!(outcome.reason, "NoFeasibleConfiguration");
         let ready = outcome
             .status
@@ -514,7 +484,12 @@ mod tests {
             accelerators: vec![],
         };
         let sim = simulation("Qwen/Qwen3-8B", SloTargets::default(), candidates);
-        let outcome = plan_status(&sim, &[local_cluster()], None, Timestamp::UNIX_EPOCH);
+        let outcome = plan_status(
+            &sim,
+            &[crate::fixtures::local_cluster()],
+            None,
+            Timestamp::UNIX_EPOCH,
+        );
         assert_eq!(outcome.reason, "NoCandidates");
         let ready = outcome
             .status
@@ -537,7 +512,12 @@ mod tests {
             }],
         };
         let sim = simulation("Qwen/Qwen3-0.6B", SloTargets::default(), candidates);
-        let outcome = plan_status(&sim, &[local_cluster()], None, Timestamp::UNIX_EPOCH);
+        let outcome = plan_status(
+            &sim,
+            &[crate::fixtures::local_cluster()],
+            None,
+            Timestamp::UNIX_EPOCH,
+        );
         assert_eq!(
             outcome.reason, "SearchComplete",
             "{:?}",
@@ -557,10 +537,16 @@ mod tests {
             },
             Candidates::default(),
         );
-        let a = plan_status(&sim, &[local_cluster()], None, Timestamp::UNIX_EPOCH).status;
+        let a = plan_status(
+            &sim,
+            &[crate::fixtures::local_cluster()],
+            None,
+            Timestamp::UNIX_EPOCH,
+        )
+        .status;
         let b = plan_status(
             &sim,
-            &[local_cluster()],
+            &[crate::fixtures::local_cluster()],
             None,
             Timestamp::from_second(100).unwrap(),
         )

@@ -678,13 +678,9 @@ mod tests {
     use super::*;
     use bud_crds::ModelDeploymentSpec;
     use bud_crds::SimulationStatus;
-    use bud_crds::budcluster::{
-        AcceleratorInventory, BudClusterSpec, BudClusterStatus, ClusterType,
-    };
     use bud_crds::modeldeployment::{ExternalProvider, ModelSource, Placement, ProviderType};
     use bud_crds::simulation::Recommendation;
     use k8s_openapi::api::core::v1::{PodCondition, PodStatus};
-    use std::collections::BTreeMap;
 
     fn md(spec: ModelDeploymentSpec) -> ModelDeployment {
         let mut md = ModelDeployment::new("qwen", spec);
@@ -713,42 +709,6 @@ mod tests {
             autoscaling: None,
             routing: None,
         }
-    }
-
-    fn local() -> Arc<BudCluster> {
-        let mut c = BudCluster::new(
-            "local",
-            BudClusterSpec {
-                type_: ClusterType::Local,
-                kubeconfig: None,
-                eks: None,
-                aks: None,
-                workload_namespace: None,
-                accelerator_prices: BTreeMap::new(),
-            },
-        );
-        c.status = Some(BudClusterStatus {
-            conditions: vec![new_condition(
-                READY,
-                true,
-                "InventoryCurrent",
-                "",
-                None,
-                Timestamp::UNIX_EPOCH,
-            )],
-            accelerators: vec![AcceleratorInventory {
-                vendor: "NVIDIA".into(),
-                product: "NVIDIA-H100-80GB-HBM3".into(),
-                resource_name: "nvidia.com/gpu".into(),
-                memory_mib: Some(81559),
-                count: 16,
-                allocatable: 16,
-                nodes: 2,
-                max_per_node: 8,
-            }],
-            ..Default::default()
-        });
-        Arc::new(c)
     }
 
     fn finished_simulation(ready: bool, recommendations: Vec<Recommendation>) -> Simulation {
@@ -822,7 +782,11 @@ mod tests {
     #[test]
     fn the_best_recommendation_is_deployed_and_spec_replicas_win() {
         let sim = finished_simulation(true, vec![recommendation()]);
-        let Decision::Deploy(selected) = decide(&md(model_spec()), &[local()], Some(&sim)) else {
+        let Decision::Deploy(selected) = decide(
+            &md(model_spec()),
+            &[crate::fixtures::local_cluster()],
+            Some(&sim),
+        ) else {
             panic!()
         };
         assert_eq!(
@@ -835,7 +799,9 @@ mod tests {
         );
         let mut spec = model_spec();
         spec.replicas = Some(5);
-        let Decision::Deploy(selected) = decide(&md(spec), &[local()], Some(&sim)) else {
+        let Decision::Deploy(selected) =
+            decide(&md(spec), &[crate::fixtures::local_cluster()], Some(&sim))
+        else {
             panic!()
         };
         assert_eq!(selected.replicas, 5);
@@ -844,7 +810,11 @@ mod tests {
     #[test]
     fn an_infeasible_simulation_holds_with_its_message() {
         let sim = finished_simulation(false, vec![]);
-        match decide(&md(model_spec()), &[local()], Some(&sim)) {
+        match decide(
+            &md(model_spec()),
+            &[crate::fixtures::local_cluster()],
+            Some(&sim),
+        ) {
             Decision::Hold {
                 reason, message, ..
             } => {
@@ -854,7 +824,7 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(matches!(
-            decide(&md(model_spec()), &[local()], None),
+            decide(&md(model_spec()), &[crate::fixtures::local_cluster()], None),
             Decision::Hold {
                 reason: "Simulating",
                 ..
@@ -873,14 +843,16 @@ mod tests {
             precision: None,
             max_batch_size: None,
         });
-        let Decision::Deploy(selected) = decide(&md(spec.clone()), &[local()], None) else {
+        let Decision::Deploy(selected) =
+            decide(&md(spec.clone()), &[crate::fixtures::local_cluster()], None)
+        else {
             panic!()
         };
         assert_eq!(selected.source, SelectionSource::Explicit);
         assert!(selected.predicted.is_some());
 
         spec.placement.as_mut().unwrap().accelerator = "NVIDIA-L4".into();
-        match decide(&md(spec.clone()), &[local()], None) {
+        match decide(&md(spec.clone()), &[crate::fixtures::local_cluster()], None) {
             Decision::Hold {
                 reason, message, ..
             } => {
@@ -896,7 +868,7 @@ mod tests {
         spec.model.as_mut().unwrap().uri = "hf://meta-llama/Meta-Llama-3.1-405B".into();
         spec.placement.as_mut().unwrap().accelerator = "NVIDIA-H100-80GB-HBM3".into();
         assert!(matches!(
-            decide(&md(spec), &[local()], None),
+            decide(&md(spec), &[crate::fixtures::local_cluster()], None),
             Decision::Hold {
                 reason: "DoesNotFit",
                 ..
