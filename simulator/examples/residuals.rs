@@ -1,8 +1,11 @@
-//! Dump per-row predictions of a parameter file (analytic and corrected) as CSV, for
-//! residual analysis: `cargo run --release -p bud-simulator --example residuals -- DATA PARAMS`.
+//! Dump per-row predictions of a parameter file (analytic and corrected) as CSV, with the
+//! analytic model's parts (prefill alone and as added batch work, decode step, running
+//! requests, KV capacity, queue wait; ms) and the correction's features, for residual analysis: `cargo run --release -p bud-simulator --example residuals -- DATA PARAMS`.
 
 use bud_simulator::calibrate::{load_samples, predict_sample};
+use bud_simulator::hardware::HardwareCatalog;
 use bud_simulator::params::FittedParams;
+use bud_simulator::perf::Resolved;
 use std::path::Path;
 
 fn main() {
@@ -18,8 +21,32 @@ fn main() {
     analytic.correction = None;
     let samples = load_samples(Path::new(data)).expect("load samples");
     println!(
-        "id,train,disagg,engine,gpu,model,isl,osl,bs,tp,dp,ep,prec,ttft,tpot,ttft_a,tpot_a,ttft_c,tpot_c"
+        "id,train,disagg,engine,gpu,model,isl,osl,bs,tp,dp,ep,prec,ttft,tpot,ttft_a,tpot_a,ttft_c,tpot_c,pf_alone,pf_work,dec,running,cap,queue,{}",
+        Resolved::FEATURES.join(",")
     );
+    let hw = HardwareCatalog::builtin();
+    // The correction's features of the analytic model (empty for rows it cannot resolve).
+    let features = |s: &bud_simulator::calibrate::Sample| -> Vec<String> {
+        let isl = s.workload.input_tokens as f64;
+        let f = hw
+            .get(&s.cfg.accelerator)
+            .ok()
+            .and_then(|acc| Resolved::new(&s.cfg, &s.model, acc, &analytic).ok())
+            .and_then(|r| {
+                let (p, f) = r.predict_analytic(&s.workload).ok()?;
+                let parts = [
+                    p.prefill_ms,
+                    r.prefill(isl, false) * 1e3,
+                    p.decode_step_ms,
+                    p.running as f64,
+                    p.max_concurrency as f64,
+                    p.queue_wait_ms,
+                ];
+                Some(parts.into_iter().chain(f).collect::<Vec<f64>>())
+            })
+            .unwrap_or_else(|| vec![f64::NAN; Resolved::FEATURES.len() + 6]);
+        f.iter().map(|v| format!("{v:.5}")).collect()
+    };
     for s in &samples {
         let a = predict_sample(s, &analytic);
         let c = predict_sample(s, &params);
@@ -28,7 +55,7 @@ fn main() {
                 .unwrap_or_else(|| ",".into())
         };
         println!(
-            "{},{},{},{},{},{},{},{},{},{},{},{},{},{:.3},{:.4},{},{}",
+            "{},{},{},{},{},{},{},{},{},{},{},{},{},{:.3},{:.4},{},{},{}",
             s.id,
             s.train as u8,
             s.disagg as u8,
@@ -48,7 +75,8 @@ fn main() {
             s.ttft_ms,
             s.tpot_ms,
             f(a),
-            f(c)
+            f(c),
+            features(s).join(",")
         );
     }
 }

@@ -377,6 +377,62 @@ pub struct ErrorStats {
     pub tpot_mape: f64,
 }
 
+/// How far the measurements themselves are from a smooth curve: every agg point that has a
+/// lower and a higher concurrency of the same configuration (model, device, engine and version,
+/// precisions, parallelism, ISL and OSL) is predicted by log-log interpolation between those
+/// two measured neighbours. No model, no fit: the error is the run-to-run and
+/// operating-point noise in the data, a floor under what any model that is smooth in
+/// concurrency can reach on these rows.
+pub fn interpolation_floor(samples: &[Sample]) -> ErrorStats {
+    let mut curves: BTreeMap<String, BTreeMap<u32, Vec<(f64, f64)>>> = BTreeMap::new();
+    for s in samples.iter().filter(|s| !s.disagg) {
+        let c = &s.cfg;
+        let key = format!(
+            "{}|{}|{}|{:?}|{:?}|{:?}|{:?}|{}|{}|{}|{:?}|{:?}|{}|{}",
+            c.model,
+            c.accelerator,
+            c.engine,
+            c.engine_version,
+            c.precision,
+            c.expert_precision,
+            c.kv_precision,
+            c.tp,
+            c.pp,
+            c.attention_dp,
+            c.moe_tp,
+            c.moe_ep,
+            s.workload.input_tokens,
+            s.workload.output_tokens
+        );
+        curves
+            .entry(key)
+            .or_default()
+            .entry(s.workload.concurrency)
+            .or_default()
+            .push((s.ttft_ms, s.tpot_ms));
+    }
+    let mut pairs = Vec::new();
+    for curve in curves.values() {
+        // Repeated measurements of one point are averaged.
+        let points: Vec<(f64, f64, f64)> = curve
+            .iter()
+            .map(|(c, v)| {
+                let n = v.len() as f64;
+                let ttft = v.iter().map(|p| p.0).sum::<f64>() / n;
+                let tpot = v.iter().map(|p| p.1).sum::<f64>() / n;
+                ((*c as f64).ln(), ttft, tpot)
+            })
+            .collect();
+        for w in points.windows(3) {
+            let (lo, mid, hi) = (w[0], w[1], w[2]);
+            let f = (mid.0 - lo.0) / (hi.0 - lo.0);
+            let interp = |a: f64, b: f64| (a.ln() * (1.0 - f) + b.ln() * f).exp();
+            pairs.push((interp(lo.1, hi.1), mid.1, interp(lo.2, hi.2), mid.2));
+        }
+    }
+    stats(&pairs)
+}
+
 /// The accuracy report.
 #[derive(Debug, Clone, Default)]
 pub struct AccuracyReport {
@@ -390,6 +446,8 @@ pub struct AccuracyReport {
     pub by: BTreeMap<String, BTreeMap<String, ErrorStats>>,
     /// Rows that could not be predicted.
     pub unpredicted: usize,
+    /// The data's own noise floor (see [`interpolation_floor`]).
+    pub floor: ErrorStats,
 }
 
 /// (predicted TTFT, measured TTFT, predicted TPOT, measured TPOT).
@@ -474,6 +532,7 @@ pub fn evaluate(samples: &[Sample], params: &FittedParams) -> AccuracyReport {
     report.overall = stats(&held);
     report.disagg = stats(&disagg);
     report.train = stats(&train);
+    report.floor = interpolation_floor(samples);
     for ((dim, val), v) in groups {
         report.by.entry(dim).or_default().insert(val, stats(&v));
     }
@@ -492,6 +551,10 @@ impl AccuracyReport {
             ("held-back agg (overall)", &self.overall),
             ("held-back disagg", &self.disagg),
             ("training agg (not a score)", &self.train),
+            (
+                "measurement floor: interpolating neighbouring concurrencies of the same configuration",
+                &self.floor,
+            ),
         ] {
             let _ = writeln!(
                 s,
@@ -636,4 +699,53 @@ pub fn calibrate(
     let report = evaluate(samples, &params);
     params.notes = format!("{} {summary}", params.notes);
     (params, report, summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::precision::Engine;
+
+    fn sample(concurrency: u32, ttft_ms: f64, tpot_ms: f64) -> Sample {
+        Sample {
+            id: format!("c{concurrency}"),
+            row: ScenarioRow {
+                fields: BTreeMap::new(),
+            },
+            cfg: ServingConfig::new("Qwen/Qwen3-8B", "h100_sxm", Engine::Vllm),
+            model: crate::model::model("Qwen/Qwen3-8B").unwrap().clone(),
+            workload: Workload {
+                input_tokens: 1024,
+                output_tokens: 1024,
+                concurrency,
+            },
+            ttft_ms,
+            tpot_ms,
+            train: true,
+            disagg: false,
+            key: "vllm".into(),
+        }
+    }
+
+    #[test]
+    fn interpolation_floor_scores_the_middle_point_against_its_neighbours() {
+        // ln 4 is halfway between ln 1 and ln 16, so the interpolation is the geometric mean
+        // of the neighbours: TTFT √(10·40) = 20 (measured 25: 20 % off), TPOT √(5·20) = 10
+        // (measured 10: exact). The end points have no two neighbours and are not scored.
+        let rows = [
+            sample(1, 10.0, 5.0),
+            sample(4, 25.0, 10.0),
+            sample(16, 40.0, 20.0),
+        ];
+        let floor = interpolation_floor(&rows);
+        assert_eq!(floor.n, 1);
+        assert!((floor.ttft_mape - 20.0).abs() < 1e-9, "{floor:?}");
+        assert!(floor.tpot_mape.abs() < 1e-9, "{floor:?}");
+        // Another configuration (a different output length) is a separate curve.
+        let mut other = sample(4, 1000.0, 1000.0);
+        other.workload.output_tokens = 128;
+        let floor =
+            interpolation_floor(&[rows[0].clone(), rows[1].clone(), rows[2].clone(), other]);
+        assert_eq!(floor.n, 1);
+    }
 }

@@ -641,9 +641,15 @@ impl<'a> Resolved<'a> {
         }
         let isl = w.input_tokens as f64;
         let osl = w.output_tokens as f64;
-        // Paged KV caches admit requests on demand, so what has to fit is the mean context of
-        // the running requests (prompt plus half the output), not every request at full length.
-        let (memory, cap) = self.memory(isl + osl / 2.0, w.concurrency);
+        // vLLM and SGLang admit requests on demand (and preempt when the cache runs out), so
+        // what has to fit is the mean context of the running requests (prompt plus half the
+        // output). TensorRT-LLM's default capacity scheduler (GUARANTEED_NO_EVICT) reserves
+        // every admitted request's full length up front.
+        let admitted_context = match self.engine {
+            Engine::Trtllm => isl + osl,
+            _ => isl + osl / 2.0,
+        };
+        let (memory, cap) = self.memory(admitted_context, w.concurrency);
         let running = w.concurrency.min(cap.max(1));
         let r = running as f64;
         let ctx = isl + osl / 2.0;

@@ -162,6 +162,37 @@ fn kv_capacity_limits_concurrency_and_adds_queueing() {
 }
 
 #[test]
+fn trtllm_reserves_full_length_kv_while_vllm_admits_on_demand() {
+    // Llama-3.1-70B, fp8 KV: 80 layers × 8 KV heads × 128 dims × 2 (K and V) × 1 byte =
+    // 163,840 bytes per token, halved by TP 2.
+    let w = Workload {
+        input_tokens: 1024,
+        output_tokens: 2048,
+        concurrency: 8,
+    };
+    let per_token = 80.0 * 8.0 * 128.0 * 2.0 / 2.0;
+    let mut cfg = ServingConfig::new("meta-llama/Llama-3.1-70B", "h100_sxm", Engine::Vllm);
+    cfg.tp = 2;
+    cfg.precision = Some(Precision::Fp8);
+    let vllm = predict(&cfg, &w).unwrap();
+    // Paged admission: the mean running context, prompt plus half the output.
+    assert!(close(
+        vllm.memory.kv_per_request_bytes,
+        per_token * (1024.0 + 1024.0),
+        0.001
+    ));
+    cfg.engine = Engine::Trtllm;
+    let trtllm = predict(&cfg, &w).unwrap();
+    // GUARANTEED_NO_EVICT: prompt plus the whole output, reserved at admission.
+    assert!(close(
+        trtllm.memory.kv_per_request_bytes,
+        per_token * (1024.0 + 2048.0),
+        0.001
+    ));
+    assert!(trtllm.max_concurrency < vllm.max_concurrency);
+}
+
+#[test]
 fn accelerator_lookup_accepts_node_labels() {
     for (label, id) in [
         ("NVIDIA-H100-80GB-HBM3", "h100_sxm"),
