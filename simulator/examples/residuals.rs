@@ -1,6 +1,7 @@
 //! Dump per-row predictions of a parameter file (analytic and corrected) as CSV, with the
 //! analytic model's parts (prefill alone and as added batch work, decode step, running
-//! requests, KV capacity, queue wait; ms) and the correction's features, for residual analysis: `cargo run --release -p bud-simulator --example residuals -- DATA PARAMS`.
+//! requests, KV capacity, queue wait; ms) and the correction's features, for residual analysis:
+//! `cargo run --release -p bud-simulator --example residuals -- DATA PARAMS`.
 
 use bud_simulator::calibrate::{load_samples, predict_sample};
 use bud_simulator::hardware::HardwareCatalog;

@@ -62,8 +62,10 @@ impl ScenarioRow {
                 .is_ok_and(|t| t > WIDE_TP)
     }
 
-    /// (tp, pp, attention dp, moe tp, moe ep) of the row or of one disagg pool.
-    fn layout(&self, prefix: &str) -> Result<Layout> {
+    /// (tp, pp, attention dp, moe tp, moe ep) of the row or of one disagg pool, and how many
+    /// ranks `batch_size` counts per (the measured batch is per attention data-parallel rank
+    /// as the columns record it).
+    fn layout_and_batch_ranks(&self, prefix: &str) -> Result<(Layout, u32)> {
         let col = |k: &str| format!("{prefix}{k}");
         let mut tp = self.count(&col("tp_size"), 1)?;
         let pp = self.count(&col("pp_size"), 1)?;
@@ -83,7 +85,35 @@ impl ScenarioRow {
             // run attention data parallel (rows with tp_size 1 and moe_tp_size 2 or 4).
             dp = moe_world / tp;
         }
-        Ok((tp, pp, dp, moe_tp, moe_ep))
+        let batch_ranks = dp;
+        if let (Some(k), Some(ep)) = (moe_tp, moe_ep)
+            && k == ep
+            && k > 1
+            && tp * dp == k * k
+            && self.tp_in_id().is_none_or(|n| n == k)
+        {
+            // Rows named `..._tp<k>_ep<k>_...` (and their unnamed duplicates) record
+            // moe_tp_size = moe_ep_size = k and a TP (or attention DP) of k²: the deployment is
+            // k devices running attention TP (or DP) k with the experts split k ways, and
+            // moe_tp_size repeats the TP size rather than multiplying it. The batch stays per
+            // recorded rank: batch × k² is the `c<N>` of the id. A row whose id names another
+            // TP (`_tp4_epnone_` with MoE TP 2 × EP 2) is taken as recorded.
+            if dp > 1 {
+                dp = k;
+                tp = 1;
+            } else {
+                tp = k;
+            }
+            return Ok(((tp, pp, dp, Some(1), Some(k)), batch_ranks));
+        }
+        Ok(((tp, pp, dp, moe_tp, moe_ep), batch_ranks))
+    }
+
+    /// The tensor parallel size the row's id names (`..._tp8_ep8_...`), if any.
+    fn tp_in_id(&self) -> Option<u32> {
+        self.id()
+            .split('_')
+            .find_map(|part| part.strip_prefix("tp").and_then(|n| n.parse().ok()))
     }
 
     /// Users in the closed loop: `batch_size`, or for disagg rows without it the `_c<N>_`
@@ -148,7 +178,7 @@ impl ScenarioRow {
             return Err(Error::invalid("system", "empty"));
         }
         let col = |k: &str| format!("{prefix}{k}");
-        let (tp, pp, dp, moe_tp, moe_ep) = self.layout(prefix)?;
+        let ((tp, pp, dp, moe_tp, moe_ep), batch_ranks) = self.layout_and_batch_ranks(prefix)?;
         let base = self.precision("precision")?;
         let dense = self.precision("gemm_quant_mode")?.or(base);
         let experts = self.precision("moe_quant_mode")?.or(dense);
@@ -165,10 +195,12 @@ impl ScenarioRow {
             kv_precision: None,
             engine,
             engine_version: Some(self.get("backend_version").to_string()).filter(|s| !s.is_empty()),
-            // Benchmarks size the engine's batch limit to the concurrency they drive.
+            // Benchmarks size the engine's batch limit to the concurrency they drive (per
+            // rank as the row counts ranks, here per modelled rank).
             max_batch: Some(
                 self.count(&col("batch_size"), 1)?
-                    .max(self.count("batch_size", 1)?),
+                    .max(self.count("batch_size", 1)?)
+                    * (batch_ranks / dp).max(1),
             ),
             gpu_memory_utilization: None,
         })
@@ -197,7 +229,7 @@ impl ScenarioRow {
                 * if self.is_wide() {
                     1
                 } else {
-                    self.layout("")?.2
+                    self.layout_and_batch_ranks("")?.1
                 },
         })
     }
@@ -422,4 +454,57 @@ pub fn predict_csv<R: Read, W: Write>(
     }
     w.flush().map_err(|e| Error::Io(e.to_string()))?;
     Ok((ok, bad))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(id: &str, tp: &str, dp: &str, moe_tp: &str, moe_ep: &str, batch: &str) -> ScenarioRow {
+        let fields = [
+            ("id", id),
+            ("backend", "trtllm"),
+            ("model_path", "deepseek-ai/DeepSeek-R1"),
+            ("system", "b200_sxm"),
+            ("mode", "agg"),
+            ("isl", "1024"),
+            ("osl", "1024"),
+            ("batch_size", batch),
+            ("tp_size", tp),
+            ("attention_dp_size", dp),
+            ("moe_tp_size", moe_tp),
+            ("moe_ep_size", moe_ep),
+        ];
+        ScenarioRow {
+            fields: fields
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn squared_tp_ep_rows_are_read_as_the_deployment_their_id_names() {
+        // `tp4_ep4` recorded as attention DP 16 with MoE TP 4 × EP 4 and 8 users per rank:
+        // 4 devices, attention DP 4, experts over EP 4, 128 users (32 per rank).
+        let r = row("x_c128_tp4_ep4_958", "1", "16", "4", "4", "8");
+        let cfg = r.config("").unwrap();
+        assert_eq!(
+            (cfg.tp, cfg.attention_dp, cfg.moe_tp, cfg.moe_ep),
+            (1, 4, Some(1), Some(4))
+        );
+        assert_eq!(cfg.devices(), 4);
+        assert_eq!(cfg.max_batch, Some(32));
+        assert_eq!(r.workload().unwrap().concurrency, 128);
+        // `tp8_ep8` recorded as TP 64: TP 8 on 8 devices, EP 8; batch_size is the total.
+        let r = row("x_c16_tp8_ep8_956", "64", "1", "8", "8", "16");
+        let cfg = r.config("").unwrap();
+        assert_eq!((cfg.tp, cfg.moe_tp, cfg.moe_ep), (8, Some(1), Some(8)));
+        assert_eq!(r.workload().unwrap().concurrency, 16);
+        // An id that names another TP is taken as recorded: TP 4 with MoE TP 2 × EP 2.
+        let r = row("x_c16_tp4_epnone_16", "4", "", "2", "2", "16");
+        let cfg = r.config("").unwrap();
+        assert_eq!((cfg.tp, cfg.moe_tp, cfg.moe_ep), (4, Some(2), Some(2)));
+        assert_eq!(cfg.devices(), 4);
+    }
 }
