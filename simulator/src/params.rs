@@ -43,6 +43,11 @@ pub struct EngineParams {
     /// GEMM efficiency).
     #[serde(default = "one")]
     pub moe_prefill_eff: f64,
+    /// Slow-down of routed-expert weight streaming per doubling of MoE tensor parallelism:
+    /// sharding every expert's matrices `moe_tp` ways leaves grouped GEMMs too narrow to
+    /// reach bandwidth, which expert parallelism (whole experts per device) avoids.
+    #[serde(default)]
+    pub moe_tp_penalty: f64,
 }
 
 fn one() -> f64 {
@@ -51,7 +56,7 @@ fn one() -> f64 {
 
 impl EngineParams {
     /// Parameter names in fitting order.
-    pub const NAMES: [&'static str; 13] = [
+    pub const NAMES: [&'static str; 14] = [
         "memEff",
         "decodeComputeEff",
         "prefillComputeEff",
@@ -65,6 +70,7 @@ impl EngineParams {
         "ttftStepFactor",
         "mixFactor",
         "moePrefillEff",
+        "moeTpPenalty",
     ];
 
     /// Get a parameter by index (for the fitter).
@@ -83,6 +89,7 @@ impl EngineParams {
             self.ttft_step_factor,
             self.mix_factor,
             self.moe_prefill_eff,
+            self.moe_tp_penalty,
         ][i]
     }
 
@@ -101,7 +108,8 @@ impl EngineParams {
             9 => &mut self.burst_factor,
             10 => &mut self.ttft_step_factor,
             11 => &mut self.mix_factor,
-            _ => &mut self.moe_prefill_eff,
+            12 => &mut self.moe_prefill_eff,
+            _ => &mut self.moe_tp_penalty,
         };
         *slot = v;
     }
@@ -120,7 +128,8 @@ impl EngineParams {
             9 => (0.0, 20.0),
             10 => (0.0, 3.0),
             11 => (0.0, 20.0),
-            _ => (0.05, 1.0),
+            12 => (0.05, 1.0),
+            _ => (0.0, 2.0),
         }
     }
 
@@ -140,6 +149,7 @@ impl EngineParams {
             ttft_step_factor: 0.5,
             mix_factor: 1.0,
             moe_prefill_eff: 0.5,
+            moe_tp_penalty: 0.0,
         }
     }
 
@@ -159,6 +169,7 @@ impl EngineParams {
             ttft_step_factor: 0.5,
             mix_factor: 1.0,
             moe_prefill_eff: 1.0,
+            moe_tp_penalty: 0.0,
         }
     }
 }

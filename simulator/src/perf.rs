@@ -474,7 +474,9 @@ impl<'a> Resolved<'a> {
             + m.sliding_layers as f64 * ctx_read.min(m.sliding_window as f64);
         let attn_layers = (m.full_attention_layers + m.sliding_layers).max(1) as f64;
         flops += b * m.attn_flops_per_ctx_token / attn_layers * attn_ctx / self.tp * layers_frac;
-        weight_bytes += expert_bytes / p.moe_eff - expert_bytes;
+        let moe_tp = (self.moe_par / self.moe_ep).max(1.0);
+        weight_bytes += expert_bytes * (1.0 + p.moe_tp_penalty * moe_tp.log2()) / p.moe_eff
+            - expert_bytes;
         let bw = self.acc.memory_bandwidth * p.mem_eff;
         let t_mem = (weight_bytes + expert_bytes + kv_bytes) / bw;
         let compute = if self.dense_prec == Precision::Int4 {
@@ -551,15 +553,25 @@ impl<'a> Resolved<'a> {
         } else {
             self.dense_prec
         };
+        let layers = m.num_layers as f64;
+        let mut t_comm =
+            self.comm_time(self.tp, tokens * m.hidden_size as f64 * 2.0, 2.0 * layers);
+        if self.moe_ep > 1.0
+            && let Some(moe) = &m.moe
+        {
+            // Expert parallel: each token's hidden state goes to its experts and back
+            // (dispatch and combine all-to-all) in every MoE layer.
+            let bytes = tokens * moe.experts_per_token as f64 * m.hidden_size as f64;
+            t_comm += self.comm_time(self.moe_ep, bytes, 2.0 * moe.moe_layers as f64);
+        }
         if !with_overhead {
             // The work another request's prefill adds to a batch: its FLOPs at peak (the
-            // burst and mix factors carry the batched efficiency); weights are already streamed.
-            return flops / self.acc.flops_for(compute) * self.scale;
+            // burst and mix factors carry the batched efficiency) and its all-reduces, which
+            // do not shrink with TP; weights are already streamed.
+            return (flops / self.acc.flops_for(compute) + t_comm) * self.scale;
         }
         let t_comp = flops / (self.acc.flops_for(compute) * p.prefill_compute_eff);
         let t_mem = bytes / (self.acc.memory_bandwidth * p.mem_eff);
-        let layers = m.num_layers as f64;
-        let t_comm = self.comm_time(self.tp, tokens * m.hidden_size as f64 * 2.0, 2.0 * layers);
         let t = t_comp.max(t_mem)
             + t_comm
             + p.layer_overhead_us * 1e-6 * layers
