@@ -48,6 +48,14 @@ pub struct EngineParams {
     /// reach bandwidth, which expert parallelism (whole experts per device) avoids.
     #[serde(default)]
     pub moe_tp_penalty: f64,
+    /// Latency of one expert-parallel all-to-all (dispatch or combine), µs (times log2 of
+    /// the group size); its own kernels, distinct from the tensor-parallel all-reduce.
+    #[serde(default = "eight")]
+    pub alltoall_us: f64,
+}
+
+fn eight() -> f64 {
+    8.0
 }
 
 fn one() -> f64 {
@@ -56,7 +64,7 @@ fn one() -> f64 {
 
 impl EngineParams {
     /// Parameter names in fitting order.
-    pub const NAMES: [&'static str; 14] = [
+    pub const NAMES: [&'static str; 15] = [
         "memEff",
         "decodeComputeEff",
         "prefillComputeEff",
@@ -71,6 +79,7 @@ impl EngineParams {
         "mixFactor",
         "moePrefillEff",
         "moeTpPenalty",
+        "alltoallUs",
     ];
 
     /// Get a parameter by index (for the fitter).
@@ -90,6 +99,7 @@ impl EngineParams {
             self.mix_factor,
             self.moe_prefill_eff,
             self.moe_tp_penalty,
+            self.alltoall_us,
         ][i]
     }
 
@@ -109,7 +119,8 @@ impl EngineParams {
             10 => &mut self.ttft_step_factor,
             11 => &mut self.mix_factor,
             12 => &mut self.moe_prefill_eff,
-            _ => &mut self.moe_tp_penalty,
+            13 => &mut self.moe_tp_penalty,
+            _ => &mut self.alltoall_us,
         };
         *slot = v;
     }
@@ -129,7 +140,8 @@ impl EngineParams {
             10 => (0.0, 3.0),
             11 => (0.0, 20.0),
             12 => (0.05, 1.0),
-            _ => (0.0, 2.0),
+            13 => (0.0, 2.0),
+            _ => (0.5, 200.0),
         }
     }
 
@@ -150,6 +162,7 @@ impl EngineParams {
             mix_factor: 1.0,
             moe_prefill_eff: 0.5,
             moe_tp_penalty: 0.0,
+            alltoall_us: 8.0,
         }
     }
 
@@ -170,6 +183,7 @@ impl EngineParams {
             mix_factor: 1.0,
             moe_prefill_eff: 1.0,
             moe_tp_penalty: 0.0,
+            alltoall_us: 8.0,
         }
     }
 }

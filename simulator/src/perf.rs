@@ -427,11 +427,21 @@ impl<'a> Resolved<'a> {
         )
     }
 
+    /// `count` all-reduces of `bytes` over `group` devices, seconds.
     fn comm_time(&self, group: f64, bytes: f64, count: f64) -> f64 {
+        self.collective_time(self.p.allreduce_us, group, bytes, count)
+    }
+
+    /// `count` expert-parallel all-to-alls of `bytes` over `group` devices, seconds.
+    fn alltoall_time(&self, group: f64, bytes: f64, count: f64) -> f64 {
+        self.collective_time(self.p.alltoall_us, group, bytes, count)
+    }
+
+    fn collective_time(&self, latency_us: f64, group: f64, bytes: f64, count: f64) -> f64 {
         if group <= 1.0 {
             return 0.0;
         }
-        let lat = self.p.allreduce_us * 1e-6 * group.log2().max(1.0);
+        let lat = latency_us * 1e-6 * group.log2().max(1.0);
         count * (lat + 2.0 * (group - 1.0) / group * bytes / self.link_bw)
     }
 
@@ -494,7 +504,7 @@ impl<'a> Resolved<'a> {
         {
             {
                 let bytes = b * moe.experts_per_token as f64 * m.hidden_size as f64;
-                t_comm += self.comm_time(
+                t_comm += self.alltoall_time(
                     self.moe_ep,
                     bytes,
                     2.0 * moe.moe_layers as f64 * layers_frac,
@@ -562,7 +572,7 @@ impl<'a> Resolved<'a> {
             // Expert parallel: each token's hidden state goes to its experts and back
             // (dispatch and combine all-to-all) in every MoE layer.
             let bytes = tokens * moe.experts_per_token as f64 * m.hidden_size as f64;
-            t_comm += self.comm_time(self.moe_ep, bytes, 2.0 * moe.moe_layers as f64);
+            t_comm += self.alltoall_time(self.moe_ep, bytes, 2.0 * moe.moe_layers as f64);
         }
         if !with_overhead {
             // The work another request's prefill adds to a batch: its FLOPs at peak (the
