@@ -394,7 +394,7 @@ pub fn predict_disagg(
         + pre.p.burst_factor * (prefill_batch - 1.0).max(0.0) / 2.0 * pre.prefill(isl, false);
     let kv_transfer = pre.kv_bytes_per_seq(isl) / acc.inter_node_bandwidth;
     Ok((
-        (t_pf + kv_transfer + dec.p.ttft_step_factor * t_dec) * 1e3,
+        (t_pf + kv_transfer + dec.ttft_steps(wl.input_tokens) * t_dec) * 1e3,
         t_dec * 1e3,
     ))
 }

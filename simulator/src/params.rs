@@ -52,6 +52,14 @@ pub struct EngineParams {
     /// the group size); its own kernels, distinct from the tensor-parallel all-reduce.
     #[serde(default = "eight")]
     pub alltoall_us: f64,
+    /// Prompt tokens per scheduler step (chunked prefill): a prompt longer than this takes
+    /// several steps, each shared with the running decodes, before its first token.
+    #[serde(default = "unchunked")]
+    pub prefill_chunk_tokens: f64,
+}
+
+fn unchunked() -> f64 {
+    1e9
 }
 
 fn eight() -> f64 {
@@ -64,7 +72,7 @@ fn one() -> f64 {
 
 impl EngineParams {
     /// Parameter names in fitting order.
-    pub const NAMES: [&'static str; 15] = [
+    pub const NAMES: [&'static str; 16] = [
         "memEff",
         "decodeComputeEff",
         "prefillComputeEff",
@@ -80,6 +88,7 @@ impl EngineParams {
         "moePrefillEff",
         "moeTpPenalty",
         "alltoallUs",
+        "prefillChunkTokens",
     ];
 
     /// Get a parameter by index (for the fitter).
@@ -100,6 +109,7 @@ impl EngineParams {
             self.moe_prefill_eff,
             self.moe_tp_penalty,
             self.alltoall_us,
+            self.prefill_chunk_tokens,
         ][i]
     }
 
@@ -120,7 +130,8 @@ impl EngineParams {
             11 => &mut self.mix_factor,
             12 => &mut self.moe_prefill_eff,
             13 => &mut self.moe_tp_penalty,
-            _ => &mut self.alltoall_us,
+            14 => &mut self.alltoall_us,
+            _ => &mut self.prefill_chunk_tokens,
         };
         *slot = v;
     }
@@ -141,7 +152,8 @@ impl EngineParams {
             11 => (0.0, 20.0),
             12 => (0.05, 1.0),
             13 => (0.0, 2.0),
-            _ => (0.5, 200.0),
+            14 => (0.5, 200.0),
+            _ => (256.0, 65536.0),
         }
     }
 
@@ -163,6 +175,7 @@ impl EngineParams {
             moe_prefill_eff: 0.5,
             moe_tp_penalty: 0.0,
             alltoall_us: 8.0,
+            prefill_chunk_tokens: 8192.0,
         }
     }
 
@@ -184,6 +197,7 @@ impl EngineParams {
             moe_prefill_eff: 1.0,
             moe_tp_penalty: 0.0,
             alltoall_us: 8.0,
+            prefill_chunk_tokens: 8192.0,
         }
     }
 }

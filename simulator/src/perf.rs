@@ -589,6 +589,12 @@ impl<'a> Resolved<'a> {
         t * self.scale
     }
 
+    /// Decode steps a new request's first token waits for besides its own prefill: a share
+    /// of a step to be scheduled, per prefill chunk when the prompt spans several.
+    pub fn ttft_steps(&self, input_tokens: u32) -> f64 {
+        self.p.ttft_step_factor * (input_tokens as f64 / self.p.prefill_chunk_tokens).max(1.0)
+    }
+
     /// Names of the correction features, in the order of [`Resolved::features`]. No feature
     /// names a model's size (parameter counts): with them the trees memorise the models they
     /// were fitted on, which leave-one-model-out cross-validation showed to generalise worse
@@ -639,7 +645,7 @@ impl<'a> Resolved<'a> {
             (t_dec * 1e3).max(1e-3).log10(),
             1.0 - t_dec / tpot.max(1e-12),
             (t_pf * 1e3).max(1e-3).log10(),
-            burst / (t_pf + self.p.ttft_step_factor * t_dec + burst).max(1e-12),
+            burst / (t_pf + self.ttft_steps(w.input_tokens) * t_dec + burst).max(1e-12),
         ]
     }
 
@@ -683,7 +689,7 @@ impl<'a> Resolved<'a> {
         // sequences on a rank is refreshed once every `osl` steps.
         let mut tpot = t_dec + self.p.mix_factor * (per_rank - 1.0).max(0.0) * t_pf_work / osl;
         let ttft_run = t_pf_alone
-            + self.p.ttft_step_factor * t_dec
+            + self.ttft_steps(w.input_tokens) * t_dec
             + self.p.burst_factor * (per_rank - 1.0) / 2.0 * t_pf_work;
         let features = self.features(w, r, t_dec, tpot);
         if correct && let Some(g) = self.correction.and_then(|c| c.tpot.as_ref()) {

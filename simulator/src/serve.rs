@@ -527,7 +527,7 @@ impl Emulator {
         let tpot = step
             + r.p.mix_factor * (running - 1.0).max(0.0) * t.prefill_work_s
                 / max_tokens.max(1) as f64;
-        (t.prefill_s + r.p.ttft_step_factor * step)
+        (t.prefill_s + r.ttft_steps(t.prompt) * step)
             * self.correction(running, t, max_tokens, step, tpot, true)
     }
 }
