@@ -220,6 +220,12 @@ pub struct FittedParams {
     pub correction: Option<Correction>,
 }
 
+/// Largest change the learned correction may make, as a natural log: it can at most double
+/// or halve the analytic prediction (wider bounds let the trees multiply TTFT up to 4.5× for
+/// models unlike any they were fitted on; leave-one-model-out cross-validation was better
+/// with this bound).
+pub const MAX_CORRECTION_LN: f64 = 0.7;
+
 /// Gradient-boosted trees predicting ln(measured / analytic) for TPOT and TTFT from the
 /// features of [`crate::perf::Resolved::features`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

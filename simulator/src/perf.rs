@@ -11,7 +11,7 @@
 use crate::error::{Error, Result};
 use crate::hardware::{Accelerator, DeviceKind, accelerator};
 use crate::model::{AttentionKind, ModelSpec, model};
-use crate::params::{Correction, EngineParams, FittedParams};
+use crate::params::{Correction, EngineParams, FittedParams, MAX_CORRECTION_LN};
 use crate::precision::{Engine, Precision};
 use serde::{Deserialize, Serialize};
 
@@ -485,8 +485,8 @@ impl<'a> Resolved<'a> {
         let attn_layers = (m.full_attention_layers + m.sliding_layers).max(1) as f64;
         flops += b * m.attn_flops_per_ctx_token / attn_layers * attn_ctx / self.tp * layers_frac;
         let moe_tp = (self.moe_par / self.moe_ep).max(1.0);
-        weight_bytes += expert_bytes * (1.0 + p.moe_tp_penalty * moe_tp.log2()) / p.moe_eff
-            - expert_bytes;
+        weight_bytes +=
+            expert_bytes * (1.0 + p.moe_tp_penalty * moe_tp.log2()) / p.moe_eff - expert_bytes;
         let bw = self.acc.memory_bandwidth * p.mem_eff;
         let t_mem = (weight_bytes + expert_bytes + kv_bytes) / bw;
         let compute = if self.dense_prec == Precision::Int4 {
@@ -564,8 +564,7 @@ impl<'a> Resolved<'a> {
             self.dense_prec
         };
         let layers = m.num_layers as f64;
-        let mut t_comm =
-            self.comm_time(self.tp, tokens * m.hidden_size as f64 * 2.0, 2.0 * layers);
+        let mut t_comm = self.comm_time(self.tp, tokens * m.hidden_size as f64 * 2.0, 2.0 * layers);
         if self.moe_ep > 1.0
             && let Some(moe) = &m.moe
         {
@@ -693,7 +692,10 @@ impl<'a> Resolved<'a> {
             + self.p.burst_factor * (per_rank - 1.0) / 2.0 * t_pf_work;
         let features = self.features(w, r, t_dec, tpot);
         if correct && let Some(g) = self.correction.and_then(|c| c.tpot.as_ref()) {
-            tpot *= g.predict(&features).clamp(-1.5, 1.5).exp();
+            tpot *= g
+                .predict(&features)
+                .clamp(-MAX_CORRECTION_LN, MAX_CORRECTION_LN)
+                .exp();
         }
         let decode_time = (osl - 1.0).max(0.0) * tpot;
         let cycle = ttft_run + decode_time;
@@ -705,7 +707,10 @@ impl<'a> Resolved<'a> {
         };
         let mut ttft = ttft_run + queue_wait;
         if correct && let Some(g) = self.correction.and_then(|c| c.ttft.as_ref()) {
-            ttft *= g.predict(&features).clamp(-1.5, 1.5).exp();
+            ttft *= g
+                .predict(&features)
+                .clamp(-MAX_CORRECTION_LN, MAX_CORRECTION_LN)
+                .exp();
         }
         let e2e = ttft + decode_time;
         let tokens_per_s = r * osl / cycle;

@@ -10,7 +10,7 @@
 use crate::error::{Error, Result};
 use crate::hardware::Accelerator;
 use crate::model::ModelSpec;
-use crate::params::FittedParams;
+use crate::params::{FittedParams, MAX_CORRECTION_LN};
 use crate::perf::{Resolved, ServingConfig};
 use crate::search::Rng;
 use axum::Json;
@@ -506,7 +506,10 @@ impl Emulator {
             concurrency: running.max(1.0) as u32,
         };
         let features = self.resolved().features(&w, running, step, tpot);
-        model.predict(&features).clamp(-1.5, 1.5).exp()
+        model
+            .predict(&features)
+            .clamp(-MAX_CORRECTION_LN, MAX_CORRECTION_LN)
+            .exp()
     }
 
     /// Seconds until the next token for a request at `ctx` tokens with `running` requests:
