@@ -9,8 +9,8 @@ use bud_simulator::calibrate::{evaluate, is_held_back, load_samples};
 use bud_simulator::params::FittedParams;
 use std::path::Path;
 
-const TPOT_MAPE_MAX: f64 = 15.5;
-const TTFT_MAPE_MAX: f64 = 34.5;
+const TPOT_MAPE_MAX: f64 = 15.0;
+const TTFT_MAPE_MAX: f64 = 33.0;
 const CPU_TPOT_MAPE_MAX: f64 = 12.0;
 
 #[test]
