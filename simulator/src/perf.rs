@@ -684,12 +684,20 @@ impl<'a> Resolved<'a> {
         let t_pf_alone = self.prefill(isl, true);
         let t_pf_work = self.prefill(isl, false);
         let per_rank = (r / self.dp).max(1.0);
-        // Other users' prefills interleave with decode steps: each of the `per_rank`
-        // sequences on a rank is refreshed once every `osl` steps.
-        let mut tpot = t_dec + self.p.mix_factor * (per_rank - 1.0).max(0.0) * t_pf_work / osl;
         let ttft_run = t_pf_alone
             + self.ttft_steps(w.input_tokens) * t_dec
             + self.p.burst_factor * (per_rank - 1.0) / 2.0 * t_pf_work;
+        // Other users' prefills interleave with my decode steps: each of the other users on
+        // the rank starts one request per cycle (time to first token plus decode), so the
+        // share of the cycle I spend decoding sees that share of their prefills, spread over
+        // my `osl` steps. The share depends on TPOT itself; a few fixed-point steps settle it.
+        let others = (per_rank - 1.0).max(0.0) * t_pf_work / osl;
+        let mut tpot = t_dec + self.p.mix_factor * others;
+        for _ in 0..3 {
+            let decoding = (osl - 1.0).max(0.0) * tpot;
+            let share = decoding / (ttft_run + decoding).max(1e-12);
+            tpot = t_dec + self.p.mix_factor * others * share;
+        }
         let features = self.features(w, r, t_dec, tpot);
         if correct && let Some(g) = self.correction.and_then(|c| c.tpot.as_ref()) {
             tpot *= g
