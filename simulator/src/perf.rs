@@ -575,8 +575,8 @@ impl<'a> Resolved<'a> {
         }
         if !with_overhead {
             // The work another request's prefill adds to a batch: its FLOPs at peak (the
-            // burst and mix factors carry the batched efficiency) and its all-reduces, which
-            // do not shrink with TP; weights are already streamed.
+            // burst and mix factors carry the batched efficiency) and its all-reduces and
+            // all-to-alls, which do not shrink with TP; weights are already streamed.
             return (flops / self.acc.flops_for(compute) + t_comm) * self.scale;
         }
         let t_comp = flops / (self.acc.flops_for(compute) * p.prefill_compute_eff);
