@@ -381,9 +381,10 @@ pub struct ErrorStats {
 /// lower and a higher concurrency of the same configuration (model, device, engine and version,
 /// precisions, parallelism, ISL and OSL) is predicted by log-log interpolation between those
 /// two measured neighbours. No model, no fit: the error is the run-to-run and
-/// operating-point noise in the data, a floor under what any model that is smooth in
-/// concurrency can reach on these rows.
-pub fn interpolation_floor(samples: &[Sample]) -> ErrorStats {
+/// operating-point noise in the data. With independent noise of the same size at every point
+/// the interpolation carries the neighbours' noise too (about √1.5 times a point's own), so a
+/// perfect model that is smooth in concurrency would miss by about this figure / 1.22.
+pub fn interpolation_noise(samples: &[Sample]) -> ErrorStats {
     let mut curves: BTreeMap<String, BTreeMap<u32, Vec<(f64, f64)>>> = BTreeMap::new();
     for s in samples.iter().filter(|s| !s.disagg) {
         let c = &s.cfg;
@@ -446,8 +447,10 @@ pub struct AccuracyReport {
     pub by: BTreeMap<String, BTreeMap<String, ErrorStats>>,
     /// Rows that could not be predicted.
     pub unpredicted: usize,
-    /// The data's own noise floor (see [`interpolation_floor`]).
-    pub floor: ErrorStats,
+    /// The data's own noise (see [`interpolation_noise`]).
+    pub noise: ErrorStats,
+    /// The same noise over each model's agg rows (training and held back alike).
+    pub noise_by_model: BTreeMap<String, ErrorStats>,
 }
 
 /// (predicted TTFT, measured TTFT, predicted TPOT, measured TPOT).
@@ -532,7 +535,15 @@ pub fn evaluate(samples: &[Sample], params: &FittedParams) -> AccuracyReport {
     report.overall = stats(&held);
     report.disagg = stats(&disagg);
     report.train = stats(&train);
-    report.floor = interpolation_floor(samples);
+    report.noise = interpolation_noise(samples);
+    let mut by_model: BTreeMap<&str, Vec<Sample>> = BTreeMap::new();
+    for s in samples {
+        by_model.entry(&s.cfg.model).or_default().push(s.clone());
+    }
+    report.noise_by_model = by_model
+        .into_iter()
+        .map(|(m, rows)| (m.to_string(), interpolation_noise(&rows)))
+        .collect();
     for ((dim, val), v) in groups {
         report.by.entry(dim).or_default().insert(val, stats(&v));
     }
@@ -552,8 +563,8 @@ impl AccuracyReport {
             ("held-back disagg", &self.disagg),
             ("training agg (not a score)", &self.train),
             (
-                "measurement floor: interpolating neighbouring concurrencies of the same configuration",
-                &self.floor,
+                "measurement noise: interpolating neighbouring concurrencies of the same configuration",
+                &self.noise,
             ),
         ] {
             let _ = writeln!(
@@ -563,6 +574,27 @@ impl AccuracyReport {
             );
         }
         for (dim, groups) in &self.by {
+            if dim == "model" {
+                // Next to each model's error, its measurement noise (all its agg rows).
+                let _ = writeln!(
+                    s,
+                    "\nHeld-back agg rows by model, with the model's measurement noise:\n\n| model | rows | TTFT MAPE % | TPOT MAPE % | noise points | noise TTFT % | noise TPOT % |\n|---|---:|---:|---:|---:|---:|---:|"
+                );
+                for (val, st) in groups {
+                    let noise = self.noise_by_model.get(val).cloned().unwrap_or_default();
+                    let _ = write!(
+                        s,
+                        "| {val} | {} | {:.1} | {:.1} | {} |",
+                        st.n, st.ttft_mape, st.tpot_mape, noise.n
+                    );
+                    let _ = if noise.n == 0 {
+                        writeln!(s, " – | – |")
+                    } else {
+                        writeln!(s, " {:.1} | {:.1} |", noise.ttft_mape, noise.tpot_mape)
+                    };
+                }
+                continue;
+            }
             let _ = writeln!(
                 s,
                 "\nHeld-back agg rows by {dim}:\n\n| {dim} | rows | TTFT MAPE % | TPOT MAPE % |\n|---|---:|---:|---:|"
@@ -728,7 +760,7 @@ mod tests {
     }
 
     #[test]
-    fn interpolation_floor_scores_the_middle_point_against_its_neighbours() {
+    fn interpolation_noise_scores_the_middle_point_against_its_neighbours() {
         // ln 4 is halfway between ln 1 and ln 16, so the interpolation is the geometric mean
         // of the neighbours: TTFT √(10·40) = 20 (measured 25: 20 % off), TPOT √(5·20) = 10
         // (measured 10: exact). The end points have no two neighbours and are not scored.
@@ -737,15 +769,15 @@ mod tests {
             sample(4, 25.0, 10.0),
             sample(16, 40.0, 20.0),
         ];
-        let floor = interpolation_floor(&rows);
-        assert_eq!(floor.n, 1);
-        assert!((floor.ttft_mape - 20.0).abs() < 1e-9, "{floor:?}");
-        assert!(floor.tpot_mape.abs() < 1e-9, "{floor:?}");
+        let noise = interpolation_noise(&rows);
+        assert_eq!(noise.n, 1);
+        assert!((noise.ttft_mape - 20.0).abs() < 1e-9, "{noise:?}");
+        assert!(noise.tpot_mape.abs() < 1e-9, "{noise:?}");
         // Another configuration (a different output length) is a separate curve.
         let mut other = sample(4, 1000.0, 1000.0);
         other.workload.output_tokens = 128;
-        let floor =
-            interpolation_floor(&[rows[0].clone(), rows[1].clone(), rows[2].clone(), other]);
-        assert_eq!(floor.n, 1);
+        let noise =
+            interpolation_noise(&[rows[0].clone(), rows[1].clone(), rows[2].clone(), other]);
+        assert_eq!(noise.n, 1);
     }
 }
