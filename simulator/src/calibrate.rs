@@ -387,23 +387,14 @@ pub struct ErrorStats {
 pub fn interpolation_noise(samples: &[Sample]) -> ErrorStats {
     let mut curves: BTreeMap<String, BTreeMap<u32, Vec<(f64, f64)>>> = BTreeMap::new();
     for s in samples.iter().filter(|s| !s.disagg) {
-        let c = &s.cfg;
+        // The whole configuration but the batch limit, which benchmarks size to the concurrency.
+        let cfg = ServingConfig {
+            max_batch: None,
+            ..s.cfg.clone()
+        };
         let key = format!(
-            "{}|{}|{}|{:?}|{:?}|{:?}|{:?}|{}|{}|{}|{:?}|{:?}|{}|{}",
-            c.model,
-            c.accelerator,
-            c.engine,
-            c.engine_version,
-            c.precision,
-            c.expert_precision,
-            c.kv_precision,
-            c.tp,
-            c.pp,
-            c.attention_dp,
-            c.moe_tp,
-            c.moe_ep,
-            s.workload.input_tokens,
-            s.workload.output_tokens
+            "{cfg:?}|{}|{}",
+            s.workload.input_tokens, s.workload.output_tokens
         );
         curves
             .entry(key)
