@@ -90,7 +90,7 @@ impl ScenarioRow {
             && k == ep
             && k > 1
             && tp * dp == k * k
-            && self.tp_in_id().is_none_or(|n| n == k)
+            && self.number_in_id("tp").is_none_or(|n| n == k)
         {
             // Rows named `..._tp<k>_ep<k>_...` (and their unnamed duplicates) record
             // moe_tp_size = moe_ep_size = k and a TP (or attention DP) of k²: the deployment is
@@ -109,11 +109,14 @@ impl ScenarioRow {
         Ok(((tp, pp, dp, moe_tp, moe_ep), batch_ranks))
     }
 
-    /// The tensor parallel size the row's id names (`..._tp8_ep8_...`), if any.
-    fn tp_in_id(&self) -> Option<u32> {
-        self.id()
-            .split('_')
-            .find_map(|part| part.strip_prefix("tp").and_then(|n| n.parse().ok()))
+    /// The number an `_`-separated part of the id gives after `prefix` (`tp` in
+    /// `..._c128_tp8_ep8_...` gives 8, `c` gives 128), if any.
+    fn number_in_id(&self, prefix: &str) -> Option<u32> {
+        self.id().split('_').find_map(|part| {
+            part.strip_prefix(prefix)
+                .filter(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()))
+                .and_then(|n| n.parse().ok())
+        })
     }
 
     /// Users in the closed loop: `batch_size`, or for disagg rows without it the `_c<N>_`
@@ -122,12 +125,7 @@ impl ScenarioRow {
         if !self.get("batch_size").is_empty() {
             return self.count("batch_size", 1);
         }
-        let from_id = self.id().split('_').find_map(|part| {
-            part.strip_prefix('c')
-                .filter(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()))
-                .and_then(|n| n.parse::<u32>().ok())
-        });
-        Ok(from_id.unwrap_or(1).max(1))
+        Ok(self.number_in_id("c").unwrap_or(1).max(1))
     }
 
     /// The row id.
