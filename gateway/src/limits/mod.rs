@@ -58,8 +58,8 @@ pub struct KeyLimits {
     pub tokens_per_minute: Option<u64>,
 }
 
-/// What the `x-ratelimit-*` response headers say. `reset_*` is the time until that bucket is
-/// full again (zero when it is unlimited).
+/// What the rate-limit response headers (`x-ratelimit-*`, `anthropic-ratelimit-*`) say.
+/// `reset_*` is the time until that bucket is full again (zero when it is unlimited).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RateLimitHeaders {
     pub limit_requests: Option<u32>,

@@ -104,7 +104,7 @@ async fn handle(
             record.fail(error.status.as_u16(), error.kind.as_str());
             let mut response = error.into_response(format);
             if let Some(h) = rate_headers {
-                add_rate_headers(response.headers_mut(), &h);
+                add_rate_headers(response.headers_mut(), &h, format);
             }
             response
         }
@@ -335,7 +335,7 @@ async fn run(
     }
     match result {
         Ok(mut response) => {
-            add_rate_headers(response.headers_mut(), &rate_headers);
+            add_rate_headers(response.headers_mut(), &rate_headers, api.format());
             Ok(response)
         }
         Err(e) => Err((e, Some(rate_headers))),
@@ -560,12 +560,37 @@ pub fn format_reset(d: Duration) -> String {
     }
 }
 
-fn add_rate_headers(headers: &mut HeaderMap, h: &RateLimitHeaders) {
+/// The key's rate-limit state in the caller's API: OpenAI's `x-ratelimit-*` headers (reset as
+/// a duration), or Anthropic's `anthropic-ratelimit-*` ones (reset as an RFC 3339 time).
+fn add_rate_headers(headers: &mut HeaderMap, h: &RateLimitHeaders, format: ApiFormat) {
     let mut put = |name: &'static str, value: String| {
         if let Ok(v) = HeaderValue::from_str(&value) {
             headers.insert(name, v);
         }
     };
+    if format == ApiFormat::Anthropic {
+        let at = |d: Duration| {
+            (chrono::Utc::now() + chrono::TimeDelta::from_std(d).unwrap_or_default())
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        };
+        if let Some(limit) = h.limit_requests {
+            put("anthropic-ratelimit-requests-limit", limit.to_string());
+            put(
+                "anthropic-ratelimit-requests-remaining",
+                h.remaining_requests.unwrap_or(0).to_string(),
+            );
+            put("anthropic-ratelimit-requests-reset", at(h.reset_requests));
+        }
+        if let Some(limit) = h.limit_tokens {
+            put("anthropic-ratelimit-tokens-limit", limit.to_string());
+            put(
+                "anthropic-ratelimit-tokens-remaining",
+                h.remaining_tokens.unwrap_or(0).to_string(),
+            );
+            put("anthropic-ratelimit-tokens-reset", at(h.reset_tokens));
+        }
+        return;
+    }
     if let Some(limit) = h.limit_requests {
         put("x-ratelimit-limit-requests", limit.to_string());
         put(

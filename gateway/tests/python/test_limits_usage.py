@@ -11,6 +11,7 @@ import subprocess
 import urllib.parse
 import urllib.request
 import uuid
+from datetime import datetime, timedelta, timezone
 
 import anthropic
 import openai
@@ -47,6 +48,22 @@ def test_requests_per_minute_gives_429_with_retry_after(start_gateway, mock_fact
     with pytest.raises(anthropic.RateLimitError) as e:
         gw.anthropic(SECRET).messages.create(model="m", max_tokens=5, messages=MSG)
     assert e.value.body["error"]["type"] == "rate_limit_error"
+
+
+def test_anthropic_clients_get_anthropic_ratelimit_headers(start_gateway, mock_factory):
+    m = mock_factory()
+    gw = start_gateway({"deployments": [engine("d", "m", [m])],
+                        "apiKeys": [api_key(SECRET, "k", limits={"requestsPerMinute": 3, "tokensPerMinute": 100000})]})
+    before = datetime.now(timezone.utc).replace(microsecond=0)
+    r = gw.anthropic(SECRET).messages.with_raw_response.create(model="m", max_tokens=5, messages=MSG)
+    assert r.headers["anthropic-ratelimit-requests-limit"] == "3"
+    assert r.headers["anthropic-ratelimit-requests-remaining"] == "2"
+    assert r.headers["anthropic-ratelimit-tokens-limit"] == "100000"
+    # Anthropic gives the reset as an RFC 3339 time: when the bucket is full again, within
+    # the minute the limit is per.
+    reset = datetime.fromisoformat(r.headers["anthropic-ratelimit-requests-reset"])
+    assert before <= reset <= before + timedelta(seconds=61), reset
+    assert "x-ratelimit-limit-requests" not in r.headers, "OpenAI's headers are for OpenAI clients"
 
 
 def test_token_limit_reserves_max_tokens(start_gateway, mock_factory):
