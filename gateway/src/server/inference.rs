@@ -522,6 +522,7 @@ fn carries_output(item: &Value, anthropic_event: bool) -> bool {
             .pointer("/delta/tool_calls")
             .is_some_and(|t| !t.is_null())
         || non_empty(choice.pointer("/delta/reasoning_content"))
+        || non_empty(choice.pointer("/delta/reasoning"))
 }
 
 fn record_state(record: &RequestRecord) -> Arc<AppState> {

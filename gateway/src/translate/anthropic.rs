@@ -297,6 +297,7 @@ fn anthropic_usage_to_openai(usage: &Value) -> Value {
 /// Translates an Anthropic message into an OpenAI chat completion; `created` is unix seconds.
 pub fn anthropic_response_to_openai(response: &Value, created: i64) -> Value {
     let mut text = String::new();
+    let mut reasoning = String::new();
     let mut tool_calls = Vec::new();
     for block in response
         .get("content")
@@ -306,6 +307,9 @@ pub fn anthropic_response_to_openai(response: &Value, created: i64) -> Value {
     {
         match block.get("type").and_then(Value::as_str) {
             Some("text") => text.push_str(block.get("text").and_then(Value::as_str).unwrap_or("")),
+            Some("thinking") => {
+                reasoning.push_str(block.get("thinking").and_then(Value::as_str).unwrap_or(""))
+            }
             Some("tool_use") => tool_calls.push(json!({
                 "id": block.get("id").cloned().unwrap_or(Value::Null),
                 "type": "function",
@@ -320,6 +324,10 @@ pub fn anthropic_response_to_openai(response: &Value, created: i64) -> Value {
     let mut message = json!({"role": "assistant", "content": if text.is_empty() && !tool_calls.is_empty() { Value::Null } else { Value::String(text) }});
     if !tool_calls.is_empty() {
         message["tool_calls"] = Value::Array(tool_calls);
+    }
+    if !reasoning.is_empty() {
+        // vLLM's and DeepSeek's field for a reasoning model's thinking.
+        message["reasoning_content"] = Value::String(reasoning);
     }
     let finish = stop_reason_to_finish(response.get("stop_reason").and_then(Value::as_str))
         .unwrap_or("stop");
@@ -451,6 +459,10 @@ impl AnthropicToOpenAiStream {
                 match delta.get("type").and_then(Value::as_str) {
                     Some("text_delta") => Ok(vec![self.chunk(
                         json!({"content": delta.get("text").cloned().unwrap_or(json!(""))}),
+                        None,
+                    )]),
+                    Some("thinking_delta") => Ok(vec![self.chunk(
+                        json!({"reasoning_content": delta.get("thinking").cloned().unwrap_or(json!(""))}),
                         None,
                     )]),
                     Some("input_json_delta") => {
@@ -764,6 +776,9 @@ pub fn openai_response_to_anthropic(response: &Value, model: &str) -> Value {
     let choice = response.pointer("/choices/0").unwrap_or(&Value::Null);
     let message = choice.get("message").unwrap_or(&Value::Null);
     let mut content = Vec::new();
+    if let Some(thinking) = reasoning_of(message) {
+        content.push(json!({"type": "thinking", "thinking": thinking, "signature": ""}));
+    }
     if let Some(text) = message
         .get("content")
         .and_then(Value::as_str)
@@ -800,6 +815,16 @@ pub fn openai_response_to_anthropic(response: &Value, model: &str) -> Value {
     })
 }
 
+/// A reasoning model's thinking in an OpenAI message or delta: `reasoning_content` (vLLM,
+/// SGLang, DeepSeek) or `reasoning` (newer vLLM), when not empty. Anthropic clients get it as a
+/// `thinking` block whose `signature` is empty (only Anthropic signs its own thinking).
+fn reasoning_of(message: &Value) -> Option<&str> {
+    ["reasoning_content", "reasoning"]
+        .iter()
+        .find_map(|k| message.get(*k).and_then(Value::as_str))
+        .filter(|t| !t.is_empty())
+}
+
 // ---------------------------------------------------------------------------------------------
 // OpenAI chunks -> Anthropic stream events
 // ---------------------------------------------------------------------------------------------
@@ -807,6 +832,7 @@ pub fn openai_response_to_anthropic(response: &Value, model: &str) -> Value {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum OpenBlock {
     None,
+    Thinking,
     Text,
     Tool(u64),
 }
@@ -888,6 +914,20 @@ impl OpenAiToAnthropicStream {
             return events;
         };
         let delta = choice.get("delta").unwrap_or(&Value::Null);
+        if let Some(thinking) = reasoning_of(delta) {
+            if self.open != OpenBlock::Thinking {
+                self.close_block(&mut events);
+                events.push((
+                    "content_block_start",
+                    json!({"type": "content_block_start", "index": self.block_index, "content_block": {"type": "thinking", "thinking": "", "signature": ""}}),
+                ));
+                self.open = OpenBlock::Thinking;
+            }
+            events.push((
+                "content_block_delta",
+                json!({"type": "content_block_delta", "index": self.block_index, "delta": {"type": "thinking_delta", "thinking": thinking}}),
+            ));
+        }
         if let Some(text) = delta
             .get("content")
             .and_then(Value::as_str)

@@ -2,7 +2,9 @@
 
 Each mock answers deterministically and records what it received. Its `behaviour` decides
 failures: "ok", ("status", code), "close" (drop the connection), ("delay", seconds),
-("stream_error_after", n) (n chunks, then an in-band error), ("slow_stream", interval, n).
+("stream_error_after", n) (n chunks, then an in-band error), ("slow_stream", interval, n),
+"reasoning" (a reasoning model: `reasoning_content` before the answer as vLLM sends it, or
+a `thinking` block from the Anthropic mock).
 """
 
 from __future__ import annotations
@@ -11,6 +13,9 @@ import json
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+# What the "reasoning" behaviour thinks before answering, in stream order.
+REASONING_PARTS = ["The user", " greets me."]
 
 
 def _words(messages) -> int:
@@ -168,6 +173,9 @@ class MockUpstream:
 
                 if not legacy and not send(chunk({"role": "assistant", "content": ""})):
                     return
+                if behaviour == "reasoning" and not legacy:
+                    for thought in REASONING_PARTS:
+                        send(chunk({"reasoning_content": thought}))
                 if body.get("tools") and not legacy:
                     calls = [("call_1", "get_weather", ['{"city":', ' "Paris"}'])]
                     for call_id, fname, parts in calls:
@@ -211,10 +219,18 @@ class MockUpstream:
                     event("content_block_stop", {"type": "content_block_stop", "index": 0})
                     stop = "tool_use"
                 else:
-                    event("content_block_start", {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}})
+                    index = 0
+                    if mock.behaviour == "reasoning":
+                        event("content_block_start", {"type": "content_block_start", "index": 0, "content_block": {"type": "thinking", "thinking": "", "signature": ""}})
+                        for thought in REASONING_PARTS:
+                            event("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": {"type": "thinking_delta", "thinking": thought}})
+                        event("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": {"type": "signature_delta", "signature": "sig"}})
+                        event("content_block_stop", {"type": "content_block_stop", "index": 0})
+                        index = 1
+                    event("content_block_start", {"type": "content_block_start", "index": index, "content_block": {"type": "text", "text": ""}})
                     for w in ["Hello", " from", f" {mock.name}"]:
-                        event("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": w}})
-                    event("content_block_stop", {"type": "content_block_stop", "index": 0})
+                        event("content_block_delta", {"type": "content_block_delta", "index": index, "delta": {"type": "text_delta", "text": w}})
+                    event("content_block_stop", {"type": "content_block_stop", "index": index})
                     stop = "end_turn"
                 event("message_delta", {"type": "message_delta", "delta": {"stop_reason": stop, "stop_sequence": None}, "usage": {"output_tokens": 3}})
                 event("message_stop", {"type": "message_stop"})
@@ -229,6 +245,8 @@ class MockUpstream:
     def openai_completion(self, body):
         prompt = _words(body.get("messages"))
         message = {"role": "assistant", "content": f"Hello from {self.name}"}
+        if self.behaviour == "reasoning":
+            message["reasoning_content"] = "".join(REASONING_PARTS)
         finish = "stop"
         if body.get("tools"):
             message = {"role": "assistant", "content": None, "tool_calls": [{
@@ -248,6 +266,8 @@ class MockUpstream:
             stop = "tool_use"
         else:
             content = [{"type": "text", "text": f"Hello from {self.name}"}]
+            if self.behaviour == "reasoning":
+                content.insert(0, {"type": "thinking", "thinking": "".join(REASONING_PARTS), "signature": "sig"})
             stop = "end_turn"
         return {"id": "msg_1", "type": "message", "role": "assistant", "model": body.get("model"), "content": content,
                 "stop_reason": stop, "stop_sequence": None, "usage": {"input_tokens": prompt, "output_tokens": 3}}

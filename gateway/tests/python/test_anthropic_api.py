@@ -73,6 +73,20 @@ def test_messages_stream_with_sdk(world):
     assert final.stop_reason == "end_turn" and final.usage.output_tokens == 3
 
 
+def test_reasoning_engine_answers_with_a_thinking_block(world):
+    world["vllm"].behaviour = "reasoning"
+    client = world["gw"].anthropic(SECRET)
+    m = client.messages.create(model="qwen3-8b", max_tokens=64, messages=[{"role": "user", "content": "hi"}])
+    assert [b.type for b in m.content] == ["thinking", "text"]
+    assert m.content[0].thinking == "The user greets me." and m.content[1].text == "Hello from vllm"
+    with client.messages.stream(model="qwen3-8b", max_tokens=64, messages=[{"role": "user", "content": "hi"}]) as stream:
+        kinds = [e.type for e in stream]
+        final = stream.get_final_message()
+    assert [b.type for b in final.content] == ["thinking", "text"]
+    assert final.content[0].thinking == "The user greets me." and final.content[1].text == "Hello from vllm"
+    assert "thinking" in kinds and kinds.index("thinking") < kinds.index("text"), kinds
+
+
 def test_messages_tools_to_engine(world):
     client = world["gw"].anthropic(SECRET)
     m = client.messages.create(model="qwen3-8b", max_tokens=64, tools=TOOLS, messages=[{"role": "user", "content": "weather?"}])

@@ -182,6 +182,18 @@ def test_anthropic_provider_translated(world):
     assert json.loads(args) == {"city": "Paris"}
 
 
+def test_anthropic_thinking_reaches_openai_clients_as_reasoning_content(world):
+    world["claude"].behaviour = "reasoning"
+    client = world["gw"].openai(SECRET)
+    r = client.chat.completions.create(model="claude", messages=[{"role": "user", "content": "hi"}])
+    assert r.choices[0].message.content == "Hello from claude"
+    assert r.choices[0].message.reasoning_content == "The user greets me."
+    chunks = list(client.chat.completions.create(model="claude", messages=[{"role": "user", "content": "hi"}], stream=True))
+    deltas = [c.choices[0].delta for c in chunks if c.choices]
+    assert "".join(getattr(d, "reasoning_content", None) or "" for d in deltas) == "The user greets me."
+    assert "".join(d.content or "" for d in deltas) == "Hello from claude"
+
+
 def test_anthropic_provider_rejects_embeddings(world):
     with pytest.raises(openai.BadRequestError):
         world["gw"].openai(SECRET).embeddings.create(model="claude", input="x")
