@@ -561,52 +561,51 @@ pub fn format_reset(d: Duration) -> String {
     }
 }
 
-/// The key's rate-limit state in the caller's API: OpenAI's `x-ratelimit-*` headers (reset as
-/// a duration), or Anthropic's `anthropic-ratelimit-*` ones (reset as an RFC 3339 time).
+/// The key's rate-limit state in the caller's API: OpenAI's `x-ratelimit-*` headers (reset as a
+/// duration), or Anthropic's `anthropic-ratelimit-*` ones (reset as an RFC 3339 time).
 fn add_rate_headers(headers: &mut HeaderMap, h: &RateLimitHeaders, format: ApiFormat) {
     let mut put = |name: &'static str, value: String| {
         if let Ok(v) = HeaderValue::from_str(&value) {
             headers.insert(name, v);
         }
     };
-    if format == ApiFormat::Anthropic {
-        let at = |d: Duration| {
-            (chrono::Utc::now() + chrono::TimeDelta::from_std(d).unwrap_or_default())
-                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-        };
-        if let Some(limit) = h.limit_requests {
-            put("anthropic-ratelimit-requests-limit", limit.to_string());
-            put(
+    // Limit, remaining and reset of the request bucket, then of the token bucket.
+    let (names, reset): ([&'static str; 6], fn(Duration) -> String) = match format {
+        ApiFormat::OpenAi => (
+            [
+                "x-ratelimit-limit-requests",
+                "x-ratelimit-remaining-requests",
+                "x-ratelimit-reset-requests",
+                "x-ratelimit-limit-tokens",
+                "x-ratelimit-remaining-tokens",
+                "x-ratelimit-reset-tokens",
+            ],
+            format_reset,
+        ),
+        ApiFormat::Anthropic => (
+            [
+                "anthropic-ratelimit-requests-limit",
                 "anthropic-ratelimit-requests-remaining",
-                h.remaining_requests.unwrap_or(0).to_string(),
-            );
-            put("anthropic-ratelimit-requests-reset", at(h.reset_requests));
-        }
-        if let Some(limit) = h.limit_tokens {
-            put("anthropic-ratelimit-tokens-limit", limit.to_string());
-            put(
+                "anthropic-ratelimit-requests-reset",
+                "anthropic-ratelimit-tokens-limit",
                 "anthropic-ratelimit-tokens-remaining",
-                h.remaining_tokens.unwrap_or(0).to_string(),
-            );
-            put("anthropic-ratelimit-tokens-reset", at(h.reset_tokens));
-        }
-        return;
-    }
+                "anthropic-ratelimit-tokens-reset",
+            ],
+            |d| {
+                (chrono::Utc::now() + chrono::TimeDelta::from_std(d).unwrap_or_default())
+                    .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            },
+        ),
+    };
     if let Some(limit) = h.limit_requests {
-        put("x-ratelimit-limit-requests", limit.to_string());
-        put(
-            "x-ratelimit-remaining-requests",
-            h.remaining_requests.unwrap_or(0).to_string(),
-        );
-        put("x-ratelimit-reset-requests", format_reset(h.reset_requests));
+        put(names[0], limit.to_string());
+        put(names[1], h.remaining_requests.unwrap_or(0).to_string());
+        put(names[2], reset(h.reset_requests));
     }
     if let Some(limit) = h.limit_tokens {
-        put("x-ratelimit-limit-tokens", limit.to_string());
-        put(
-            "x-ratelimit-remaining-tokens",
-            h.remaining_tokens.unwrap_or(0).to_string(),
-        );
-        put("x-ratelimit-reset-tokens", format_reset(h.reset_tokens));
+        put(names[3], limit.to_string());
+        put(names[4], h.remaining_tokens.unwrap_or(0).to_string());
+        put(names[5], reset(h.reset_tokens));
     }
 }
 
