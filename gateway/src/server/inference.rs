@@ -521,8 +521,10 @@ fn carries_output(item: &Value, anthropic_event: bool) -> bool {
         || choice
             .pointer("/delta/tool_calls")
             .is_some_and(|t| !t.is_null())
-        || non_empty(choice.pointer("/delta/reasoning_content"))
-        || non_empty(choice.pointer("/delta/reasoning"))
+        || choice
+            .get("delta")
+            .and_then(translate::reasoning_of)
+            .is_some()
 }
 
 fn record_state(record: &RequestRecord) -> Arc<AppState> {

@@ -818,7 +818,7 @@ pub fn openai_response_to_anthropic(response: &Value, model: &str) -> Value {
 /// A reasoning model's thinking in an OpenAI message or delta: `reasoning_content` (vLLM,
 /// SGLang, DeepSeek) or `reasoning` (newer vLLM), when not empty. Anthropic clients get it as a
 /// `thinking` block whose `signature` is empty (only Anthropic signs its own thinking).
-fn reasoning_of(message: &Value) -> Option<&str> {
+pub(crate) fn reasoning_of(message: &Value) -> Option<&str> {
     ["reasoning_content", "reasoning"]
         .iter()
         .find_map(|k| message.get(*k).and_then(Value::as_str))
