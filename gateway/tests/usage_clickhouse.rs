@@ -306,7 +306,14 @@ async fn rows_are_read_back_compressed_and_plain() {
             count(&url, &table) == 120
         })
         .await;
-        assert_eq!(metric(&exporter, "usage_rows_exported_total"), 120.0);
+        // The exporter counts a batch once ClickHouse has answered the insert, so the rows can
+        // be visible a moment before the counter moves.
+        eventually(
+            "the exporter to count the 120 rows",
+            Duration::from_secs(10),
+            || metric(&exporter, "usage_rows_exported_total") == 120.0,
+        )
+        .await;
         assert_eq!(metric(&exporter, "usage_rows_dropped_total"), 0.0);
         let special = query(
             &url,
@@ -513,11 +520,16 @@ async fn an_outage_drops_beyond_the_bound_and_recovery_delivers_the_rest() {
         || count(&url, &table) == 50 + kept,
     )
     .await;
-    let exported = metric(&exporter, "usage_rows_exported_total") as usize;
-    let dropped = metric(&exporter, "usage_rows_dropped_total") as usize;
-    assert_eq!(
-        exported + dropped,
-        20 + during + 30,
-        "every row is either exported or counted"
-    );
+    // Every row is either exported or counted as dropped (the export counter moves once
+    // ClickHouse has answered the insert, a moment after the rows are visible).
+    eventually(
+        "every row to be either exported or counted as dropped",
+        Duration::from_secs(10),
+        || {
+            let exported = metric(&exporter, "usage_rows_exported_total") as usize;
+            let dropped = metric(&exporter, "usage_rows_dropped_total") as usize;
+            exported + dropped == 20 + during + 30
+        },
+    )
+    .await;
 }
