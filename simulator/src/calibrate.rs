@@ -10,7 +10,7 @@ use crate::batch::{ModelResolver, ScenarioRow, read_rows};
 use crate::error::{Error, Result};
 use crate::hardware::HardwareCatalog;
 use crate::model::ModelSpec;
-use crate::params::{EngineParams, FittedParams};
+use crate::params::{EngineParams, FittedParams, ReleaseScale};
 use crate::perf::{Resolved, ServingConfig, Workload, params_key};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -197,6 +197,11 @@ pub fn predict_sample(s: &Sample, params: &FittedParams) -> Option<(f64, f64)> {
 }
 
 fn loss(samples: &[&Sample], params: &FittedParams) -> f64 {
+    weighted_loss(samples, params, 1.0)
+}
+
+/// The fit's loss with TTFT errors weighted by `ttft_weight` (TPOT errors count 1.5).
+fn weighted_loss(samples: &[&Sample], params: &FittedParams, ttft_weight: f64) -> f64 {
     let mut sum = 0.0;
     for s in samples {
         match predict_sample(s, params) {
@@ -206,7 +211,7 @@ fn loss(samples: &[&Sample], params: &FittedParams) -> f64 {
                 // The reported metric is MAPE, which punishes over-prediction without bound;
                 // a little log error keeps the descent stable on noisy rows.
                 let ape = |p: f64, m: f64| (p - m).abs() / m + 0.25 * (p / m).ln().abs();
-                sum += ape(tpot, s.tpot_ms) * 1.5 + ape(ttft, s.ttft_ms);
+                sum += ape(tpot, s.tpot_ms) * 1.5 + ape(ttft, s.ttft_ms) * ttft_weight;
             }
             _ => sum += 5.0,
         }
@@ -259,8 +264,11 @@ fn fit_engine(
     }
 }
 
+/// Fit an accelerator's scale on its rows' TPOT alone: the decode step measures the device
+/// directly, while TTFT under load carries bursts and queueing that would pull the scale (the
+/// GB200 agg rows measure TTFT 4–12× the model's and made GB200 decode 1.76× slower than B200).
 fn fit_scale(acc: &str, samples: &[&Sample], params: &mut FittedParams) {
-    let mut best = loss(samples, params);
+    let mut best = weighted_loss(samples, params, 0.0);
     for step in [1.3, 1.1, 1.03] {
         for dir in [step, 1.0 / step] {
             loop {
@@ -271,7 +279,7 @@ fn fit_scale(acc: &str, samples: &[&Sample], params: &mut FittedParams) {
                     break;
                 }
                 trial.accelerator_scale.insert(acc.to_string(), next);
-                let l = loss(samples, &trial);
+                let l = weighted_loss(samples, &trial, 0.0);
                 if l + 1e-6 < best {
                     best = l;
                     *params = trial;
@@ -281,6 +289,104 @@ fn fit_scale(acc: &str, samples: &[&Sample], params: &mut FittedParams) {
             }
         }
     }
+}
+
+/// Multipliers of engine releases, measured from the data alone: wherever the training rows
+/// hold the same configuration and workload under several releases of one engine, the
+/// releases' log differences there are release effects (a two-way fixed-effects fit: each
+/// configuration's level and each release's offset, solved by alternating means). Releases
+/// are only compared on shared configurations, so a release never absorbs what sets the
+/// models it happened to be run with apart; each effect is shrunk toward none by
+/// `n / (n + 5)` over its `n` paired rows and centred so that every engine's rows keep their
+/// mean level. Releases never paired, or with fewer than [`ReleaseScale::MIN_ROWS`] paired
+/// rows, get no multiplier.
+pub fn release_effects(train: &[&Sample]) -> BTreeMap<String, ReleaseScale> {
+    const MEASURED: [&str; 3] = ["silicon_ttft_ms", "silicon_tpot_ms", "backend_version"];
+    let release_of = |s: &Sample| {
+        s.cfg
+            .engine_version
+            .as_deref()
+            .map(|v| ReleaseScale::key(s.cfg.engine, v))
+    };
+    // Configuration key: every column but the id, the release and the measurements.
+    let mut groups: BTreeMap<String, Vec<(&Sample, String)>> = BTreeMap::new();
+    for s in train {
+        let Some(release) = release_of(s) else {
+            continue;
+        };
+        let key: Vec<&str> = s
+            .row
+            .fields
+            .iter()
+            .filter(|(k, _)| k.as_str() != "id" && !MEASURED.contains(&k.as_str()))
+            .map(|(_, v)| v.trim())
+            .collect();
+        groups.entry(key.join(",")).or_default().push((s, release));
+    }
+    groups.retain(|_, rows| {
+        let first = &rows[0].1;
+        rows.iter().any(|(_, r)| r != first)
+    });
+    let mut paired: BTreeMap<String, usize> = BTreeMap::new();
+    for (_, r) in groups.values().flatten() {
+        *paired.entry(r.clone()).or_default() += 1;
+    }
+    let effects = |measure: fn(&Sample) -> f64| -> BTreeMap<String, f64> {
+        let mut effect: BTreeMap<String, f64> = paired.keys().map(|k| (k.clone(), 0.0)).collect();
+        for _ in 0..50 {
+            let mut sum: BTreeMap<&str, (f64, f64)> = BTreeMap::new();
+            for rows in groups.values() {
+                let level = rows
+                    .iter()
+                    .map(|(s, r)| measure(s).ln() - effect[r])
+                    .sum::<f64>()
+                    / rows.len() as f64;
+                for (s, r) in rows {
+                    let e = sum.entry(r.as_str()).or_default();
+                    e.0 += measure(s).ln() - level;
+                    e.1 += 1.0;
+                }
+            }
+            for (r, (total, n)) in sum {
+                effect.insert(r.to_string(), total / n);
+            }
+        }
+        // Centre per engine over all its training rows with a release, so the engine's
+        // parameters keep describing its typical release.
+        let mut by_engine: BTreeMap<String, (f64, f64)> = BTreeMap::new();
+        for s in train {
+            if let Some(r) = release_of(s)
+                && let Some(e) = effect.get(&r)
+            {
+                let t = by_engine.entry(s.cfg.engine.to_string()).or_default();
+                t.0 += e;
+                t.1 += 1.0;
+            }
+        }
+        for (r, e) in effect.iter_mut() {
+            let engine = r.split(' ').next().unwrap_or_default();
+            let (total, n) = by_engine.get(engine).copied().unwrap_or((0.0, 1.0));
+            let n_paired = paired[r] as f64;
+            *e = (*e - total / n) * n_paired / (n_paired + 5.0);
+        }
+        effect
+    };
+    let decode = effects(|s| s.tpot_ms);
+    let prefill = effects(|s| s.ttft_ms);
+    let (lo, hi) = ReleaseScale::BOUNDS;
+    paired
+        .iter()
+        .filter(|(_, n)| **n >= ReleaseScale::MIN_ROWS)
+        .map(|(r, _)| {
+            (
+                r.clone(),
+                ReleaseScale {
+                    decode: decode[r].exp().clamp(lo, hi),
+                    prefill: prefill[r].exp().clamp(lo, hi),
+                },
+            )
+        })
+        .collect()
 }
 
 /// Fit parameters on the training rows of `samples` (agg rows only; held-back rows unseen).
@@ -296,6 +402,7 @@ pub fn fit(samples: &[Sample], command: &str, rounds: usize) -> FittedParams {
     let mut accs: Vec<String> = train.iter().map(|s| s.cfg.accelerator.clone()).collect();
     accs.sort();
     accs.dedup();
+    params.release_scale = release_effects(&train);
     // The MoE prefill efficiency is only identifiable for engines measured on dense and MoE
     // models alike; the others borrow the median of those (else the fit trades it freely
     // against the mix factor and dense models come out wrong).
@@ -748,6 +855,37 @@ mod tests {
             disagg: false,
             key: "vllm".into(),
         }
+    }
+
+    #[test]
+    fn release_effects_compare_releases_only_on_shared_configurations() {
+        // Ten configurations measured under releases 1.0 (TPOT 10 ms) and 2.0 (5 ms), and
+        // release 3.0 on ten configurations of its own.
+        let row = |version: &str, concurrency: u32, tpot: f64| {
+            let mut s = sample(concurrency, 100.0, tpot);
+            s.cfg.engine_version = Some(version.into());
+            s.row
+                .fields
+                .insert("batch_size".into(), concurrency.to_string());
+            s
+        };
+        let mut rows = Vec::new();
+        for c in 1..=10 {
+            rows.push(row("1.0", c, 10.0));
+            rows.push(row("2.0", c, 5.0));
+            rows.push(row("3.0", 100 + c, 50.0));
+        }
+        let train: Vec<&Sample> = rows.iter().collect();
+        let effects = release_effects(&train);
+        // Each release sits ln 2 / 2 from the shared level, shrunk by 10 / (10 + 5).
+        let expected = (2f64.ln() / 2.0 * 10.0 / 15.0).exp();
+        let one = effects["vllm 1.0"];
+        let two = effects["vllm 2.0"];
+        assert!((one.decode - expected).abs() < 1e-9, "{one:?}");
+        assert!((two.decode - 1.0 / expected).abs() < 1e-9, "{two:?}");
+        assert!((one.prefill - 1.0).abs() < 1e-9 && (two.prefill - 1.0).abs() < 1e-9);
+        // Never paired: its slowness may be its configurations', so it gets no multiplier.
+        assert!(!effects.contains_key("vllm 3.0"), "{effects:?}");
     }
 
     #[test]

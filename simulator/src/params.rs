@@ -2,7 +2,8 @@
 //!
 //! The committed `data/fitted_params.json` was produced by `bud-sim calibrate` (the command
 //! line is recorded in the file). Parameters are kept per engine (and per engine on CPUs);
-//! a per-accelerator scale absorbs software maturity differences between GPU generations.
+//! a per-accelerator scale absorbs software maturity differences between GPU generations, and
+//! per-release multipliers the differences between releases of one engine.
 
 use crate::gbdt::Gbdt;
 use serde::{Deserialize, Serialize};
@@ -215,9 +216,45 @@ pub struct FittedParams {
     pub engines: BTreeMap<String, EngineParams>,
     /// Multiplier on step and prefill times per accelerator id (1.0 when absent).
     pub accelerator_scale: BTreeMap<String, f64>,
+    /// Multipliers per engine release, keyed `"<engine> <version>"` (1.0 when absent).
+    #[serde(default)]
+    pub release_scale: BTreeMap<String, ReleaseScale>,
     /// Learned correction of the analytic model's log error (absent: analytic only).
     #[serde(default)]
     pub correction: Option<Correction>,
+}
+
+/// How one engine release differs from its engine family: releases of the same engine ship
+/// different kernels and defaults (in the calibration data, TensorRT-LLM 1.2.0rc6.post3 decodes
+/// the same DeepSeek-R1 configurations up to 1.9× faster than 1.2.0rc6.post2). Fitted by
+/// [`crate::calibrate::release_effects`] only for releases with at least
+/// [`ReleaseScale::MIN_ROWS`] training rows on configurations that another release of the same
+/// engine was measured on too; any other release, and a configuration that names none, uses
+/// the engine family's parameters unchanged.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReleaseScale {
+    /// Multiplier on the decode step.
+    pub decode: f64,
+    /// Multiplier on prefill time.
+    pub prefill: f64,
+}
+
+impl ReleaseScale {
+    /// No change.
+    pub const NONE: ReleaseScale = ReleaseScale {
+        decode: 1.0,
+        prefill: 1.0,
+    };
+    /// Training rows a release needs before it gets its own multipliers.
+    pub const MIN_ROWS: usize = 10;
+    /// Bounds of both multipliers.
+    pub const BOUNDS: (f64, f64) = (0.4, 2.5);
+
+    /// The key of a release: `"<engine> <version>"`.
+    pub fn key(engine: impl std::fmt::Display, version: &str) -> String {
+        format!("{engine} {version}")
+    }
 }
 
 /// Largest change the learned correction may make, as a natural log: it can at most double
@@ -254,6 +291,7 @@ impl Default for FittedParams {
             notes: String::new(),
             engines,
             accelerator_scale: BTreeMap::new(),
+            release_scale: BTreeMap::new(),
             correction: None,
         }
     }
@@ -296,5 +334,13 @@ impl FittedParams {
             .get(accelerator)
             .copied()
             .unwrap_or(1.0)
+    }
+
+    /// Multipliers of an engine release ([`ReleaseScale::NONE`] when it was not fitted).
+    pub fn release(&self, engine: impl std::fmt::Display, version: Option<&str>) -> ReleaseScale {
+        version
+            .and_then(|v| self.release_scale.get(&ReleaseScale::key(engine, v)))
+            .copied()
+            .unwrap_or(ReleaseScale::NONE)
     }
 }

@@ -11,7 +11,7 @@
 use crate::error::{Error, Result};
 use crate::hardware::{Accelerator, DeviceKind, accelerator};
 use crate::model::{AttentionKind, ModelSpec, model};
-use crate::params::{Correction, EngineParams, FittedParams, MAX_CORRECTION_LN};
+use crate::params::{Correction, EngineParams, FittedParams, MAX_CORRECTION_LN, ReleaseScale};
 use crate::precision::{Engine, Precision};
 use serde::{Deserialize, Serialize};
 
@@ -51,7 +51,9 @@ pub struct ServingConfig {
     pub kv_precision: Option<Precision>,
     /// Serving engine.
     pub engine: Engine,
-    /// Engine version (informational; the fit is per engine family).
+    /// Engine version, e.g. `0.18.0` or `1.2.0rc6.post3`: releases the calibration data
+    /// measured often enough have their own fitted multipliers ([`ReleaseScale`]); any other
+    /// (or none) uses the engine family's parameters.
     #[serde(default)]
     pub engine_version: Option<String>,
     /// Largest number of sequences in a batch (vLLM `--max-num-seqs`); default per engine.
@@ -179,6 +181,8 @@ pub struct Resolved<'a> {
     pub p: EngineParams,
     /// Accelerator scale.
     pub scale: f64,
+    /// Multipliers of the engine release, when the fit had rows of it.
+    pub release: ReleaseScale,
     correction: Option<&'a Correction>,
     engine: Engine,
     tp: f64,
@@ -317,6 +321,7 @@ impl<'a> Resolved<'a> {
             acc,
             p: params.engine(&params_key(cfg.engine, acc.kind, model.is_moe())),
             scale: params.scale(&acc.id),
+            release: params.release(cfg.engine, cfg.engine_version.as_deref()),
             correction: params.correction.as_ref(),
             engine: cfg.engine,
             tp: cfg.tp as f64,
@@ -445,6 +450,22 @@ impl<'a> Resolved<'a> {
         count * (lat + 2.0 * (group - 1.0) / group * bytes / self.link_bw)
     }
 
+    /// Seconds at peak for dense-layer, routed-expert and attention FLOPs, each on the tensor
+    /// cores of its own precision: weight-only INT4 computes in BF16, and attention over the
+    /// KV cache runs in BF16 whatever the weights' precision.
+    fn flops_time(&self, dense: f64, expert: f64, attention: f64) -> f64 {
+        let peak = |p: Precision| {
+            self.acc.flops_for(if p == Precision::Int4 {
+                Precision::Bf16
+            } else {
+                p
+            })
+        };
+        dense / peak(self.dense_prec)
+            + expert / peak(self.expert_prec)
+            + attention / peak(Precision::Bf16)
+    }
+
     /// One decode step with `running` sequences (total over the replica) at mean context
     /// `ctx`. Returns (seconds, bottleneck).
     pub fn decode_step(&self, running: f64, ctx: f64) -> (f64, &'static str) {
@@ -457,9 +478,10 @@ impl<'a> Resolved<'a> {
             ((m.attention_params + m.dense_mlp_params) * self.dense_prec.weight_bytes() / self.tp
                 + m.lm_head_params * 2.0 / self.tp)
                 * layers_frac;
-        let mut flops = 2.0 * b * (m.attention_params + m.dense_mlp_params + m.lm_head_params)
+        let dense_flops = 2.0 * b * (m.attention_params + m.dense_mlp_params + m.lm_head_params)
             / self.tp
             * layers_frac;
+        let mut expert_flops = 0.0;
         let mut expert_bytes = 0.0;
         if let Some(moe) = &m.moe {
             let e = moe.num_experts as f64;
@@ -471,8 +493,9 @@ impl<'a> Resolved<'a> {
                 * moe.expert_params
                 * self.expert_prec.weight_bytes()
                 / self.moe_par;
-            flops += 2.0 * b_stage * k * moe.expert_params * moe.moe_layers as f64 * layers_frac
-                / self.moe_par;
+            expert_flops =
+                2.0 * b_stage * k * moe.expert_params * moe.moe_layers as f64 * layers_frac
+                    / self.moe_par;
         }
         let ctx_read = if m.attention_topk > 0 {
             ctx.min(m.attention_topk as f64)
@@ -483,18 +506,14 @@ impl<'a> Resolved<'a> {
         let attn_ctx = m.full_attention_layers as f64 * ctx_read
             + m.sliding_layers as f64 * ctx_read.min(m.sliding_window as f64);
         let attn_layers = (m.full_attention_layers + m.sliding_layers).max(1) as f64;
-        flops += b * m.attn_flops_per_ctx_token / attn_layers * attn_ctx / self.tp * layers_frac;
+        let attn_flops =
+            b * m.attn_flops_per_ctx_token / attn_layers * attn_ctx / self.tp * layers_frac;
         let moe_tp = (self.moe_par / self.moe_ep).max(1.0);
         weight_bytes +=
             expert_bytes * (1.0 + p.moe_tp_penalty * moe_tp.log2()) / p.moe_eff - expert_bytes;
         let bw = self.acc.memory_bandwidth * p.mem_eff;
         let t_mem = (weight_bytes + expert_bytes + kv_bytes) / bw;
-        let compute = if self.dense_prec == Precision::Int4 {
-            Precision::Bf16
-        } else {
-            self.dense_prec
-        };
-        let t_comp = flops / (self.acc.flops_for(compute) * p.decode_compute_eff);
+        let t_comp = self.flops_time(dense_flops, expert_flops, attn_flops) / p.decode_compute_eff;
         let t_math = (t_mem.powi(3) + t_comp.powi(3)).cbrt();
         let layers = m.num_layers as f64 * layers_frac;
         let ar_bytes = b * m.hidden_size as f64 * 2.0;
@@ -514,7 +533,7 @@ impl<'a> Resolved<'a> {
         let t_over = p.step_overhead_ms * 1e-3
             + p.layer_overhead_us * 1e-6 * layers
             + p.seq_overhead_us * 1e-6 * b;
-        let total = (t_math + t_comm + t_over) * self.scale;
+        let total = (t_math + t_comm + t_over) * self.scale * self.release.decode;
         let bottleneck = if t_over >= t_math.max(t_comm) {
             "overhead"
         } else if t_comm >= t_math {
@@ -533,13 +552,14 @@ impl<'a> Resolved<'a> {
     pub fn prefill(&self, tokens: f64, with_overhead: bool) -> f64 {
         let m = self.model;
         let p = &self.p;
-        let mut flops = 2.0 * tokens * (m.attention_params + m.dense_mlp_params) / self.tp;
+        let dense_flops = 2.0 * tokens * (m.attention_params + m.dense_mlp_params) / self.tp;
+        let mut expert_flops = 0.0;
         let mut bytes =
             (m.attention_params + m.dense_mlp_params) * self.dense_prec.weight_bytes() / self.tp;
         if let Some(moe) = &m.moe {
             let e = moe.num_experts as f64;
             let k = moe.experts_per_token as f64;
-            flops += 2.0 * tokens * k * moe.expert_params * moe.moe_layers as f64
+            expert_flops = 2.0 * tokens * k * moe.expert_params * moe.moe_layers as f64
                 / self.moe_par
                 / p.moe_prefill_eff;
             let unique = e * (1.0 - (1.0 - k / e).powf(tokens));
@@ -557,12 +577,9 @@ impl<'a> Resolved<'a> {
         let attn_layers = (m.full_attention_layers + m.sliding_layers).max(1) as f64;
         let attn_ctx = m.full_attention_layers as f64 * full_ctx
             + m.sliding_layers as f64 * full_ctx.min(m.sliding_window as f64);
-        flops += tokens * m.prefill_attn_flops_per_ctx_token / attn_layers * attn_ctx / self.tp;
-        let compute = if self.dense_prec == Precision::Int4 {
-            Precision::Bf16
-        } else {
-            self.dense_prec
-        };
+        let attn_flops =
+            tokens * m.prefill_attn_flops_per_ctx_token / attn_layers * attn_ctx / self.tp;
+        let t_flops = self.flops_time(dense_flops, expert_flops, attn_flops);
         let layers = m.num_layers as f64;
         let mut t_comm = self.comm_time(self.tp, tokens * m.hidden_size as f64 * 2.0, 2.0 * layers);
         if self.moe_ep > 1.0
@@ -577,15 +594,15 @@ impl<'a> Resolved<'a> {
             // The work another request's prefill adds to a batch: its FLOPs at peak (the
             // burst and mix factors carry the batched efficiency) and its all-reduces and
             // all-to-alls, which do not shrink with TP; weights are already streamed.
-            return (flops / self.acc.flops_for(compute) + t_comm) * self.scale;
+            return (t_flops + t_comm) * self.scale * self.release.prefill;
         }
-        let t_comp = flops / (self.acc.flops_for(compute) * p.prefill_compute_eff);
+        let t_comp = t_flops / p.prefill_compute_eff;
         let t_mem = bytes / (self.acc.memory_bandwidth * p.mem_eff);
         let t = t_comp.max(t_mem)
             + t_comm
             + p.layer_overhead_us * 1e-6 * layers
             + p.prefill_overhead_ms * 1e-3;
-        t * self.scale
+        t * self.scale * self.release.prefill
     }
 
     /// Decode steps a new request's first token waits for besides its own prefill: a share

@@ -9,7 +9,7 @@ use bud_simulator::calibrate::{evaluate, is_held_back, load_samples};
 use bud_simulator::params::FittedParams;
 use std::path::Path;
 
-const TPOT_MAPE_MAX: f64 = 15.0;
+const TPOT_MAPE_MAX: f64 = 14.0;
 const TTFT_MAPE_MAX: f64 = 33.0;
 const CPU_TPOT_MAPE_MAX: f64 = 12.0;
 

@@ -4,7 +4,7 @@
 use bud_simulator::hardware::{DeviceKind, HardwareCatalog};
 use bud_simulator::model::{AttentionKind, ModelCatalog, ModelSpec};
 use bud_simulator::{
-    Engine, Error, Precision, ServingConfig, Workload, accelerator, model, predict,
+    Engine, Error, Precision, ServingConfig, Workload, accelerator, model, predict, predict_with,
 };
 
 fn close(a: f64, b: f64, rel: f64) -> bool {
@@ -292,4 +292,73 @@ fn engines_differ() {
         tp.push(predict(&cfg, &w).unwrap().tpot_ms);
     }
     assert!(tp[0] != tp[1] && tp[1] != tp[2]);
+}
+
+#[test]
+fn attention_flops_run_at_bf16_whatever_the_weights() {
+    // Llama-3.1-8B on one H100, a 4,096-token prompt, no fitted scales: FP8 weights run the
+    // dense GEMMs on FP8 tensor cores, but attention over the prompt stays on BF16 ones.
+    use bud_simulator::params::FittedParams;
+    use bud_simulator::perf::Resolved;
+    let params = FittedParams::default();
+    let m = model("meta-llama/Llama-3.1-8B-Instruct").unwrap();
+    let h100 = accelerator("h100_sxm").unwrap();
+    let tokens = 4096.0;
+    let dense = 2.0 * tokens * (m.attention_params + m.dense_mlp_params);
+    // No sliding layers: every layer attends to half the prompt on average.
+    let attention = tokens * m.prefill_attn_flops_per_ctx_token * tokens / 2.0;
+    let mut cfg = ServingConfig::new("meta-llama/Llama-3.1-8B-Instruct", "h100_sxm", Engine::Vllm);
+    for (precision, dense_peak) in [
+        (Precision::Bf16, h100.bf16_flops),
+        (Precision::Fp8, h100.fp8_flops.unwrap()),
+    ] {
+        cfg.precision = Some(precision);
+        let r = Resolved::new(&cfg, m, h100, &params).unwrap();
+        // Without overhead: the FLOPs at peak (TP 1, so no all-reduces).
+        let expected = dense / dense_peak + attention / h100.bf16_flops;
+        assert!(
+            close(r.prefill(tokens, false), expected, 1e-9),
+            "{precision}: {} vs {expected}",
+            r.prefill(tokens, false)
+        );
+    }
+}
+
+#[test]
+fn release_multipliers_apply_only_to_the_release_they_were_fitted_for() {
+    use bud_simulator::params::{FittedParams, ReleaseScale};
+    let mut params = FittedParams::builtin().clone();
+    params.release_scale.insert(
+        ReleaseScale::key(Engine::Vllm, "9.9.9"),
+        ReleaseScale {
+            decode: 2.0,
+            prefill: 1.5,
+        },
+    );
+    let m = model("Qwen/Qwen3-8B").unwrap();
+    let h100 = accelerator("h100_sxm").unwrap();
+    let w = Workload {
+        input_tokens: 1024,
+        output_tokens: 256,
+        concurrency: 8,
+    };
+    let mut cfg = ServingConfig::new("Qwen/Qwen3-8B", "h100_sxm", Engine::Vllm);
+    let family = predict_with(&cfg, m, h100, &params, &w).unwrap();
+    cfg.engine_version = Some("0.0.1".into());
+    let other = predict_with(&cfg, m, h100, &params, &w).unwrap();
+    assert_eq!(family.decode_step_ms, other.decode_step_ms);
+    cfg.engine_version = Some("9.9.9".into());
+    let release = predict_with(&cfg, m, h100, &params, &w).unwrap();
+    assert!(close(
+        release.decode_step_ms,
+        2.0 * family.decode_step_ms,
+        1e-9
+    ));
+    assert!(close(release.prefill_ms, 1.5 * family.prefill_ms, 1e-9));
+    // The same version of another engine is another release.
+    cfg.engine = Engine::Sglang;
+    let sglang = predict_with(&cfg, m, h100, &params, &w).unwrap();
+    cfg.engine_version = None;
+    let sglang_family = predict_with(&cfg, m, h100, &params, &w).unwrap();
+    assert_eq!(sglang.decode_step_ms, sglang_family.decode_step_ms);
 }
