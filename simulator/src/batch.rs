@@ -34,6 +34,18 @@ impl ScenarioRow {
         self.fields.get(k).map(|s| s.trim()).unwrap_or("")
     }
 
+    /// Every value but the id's and those of the `skip` columns, joined in column order: the
+    /// same for rows that repeat one measurement (or, skipping the measured columns, one
+    /// configuration) under different ids.
+    pub fn values_except(&self, skip: &[&str]) -> String {
+        self.fields
+            .iter()
+            .filter(|(k, _)| k.as_str() != "id" && !skip.contains(&k.as_str()))
+            .map(|(_, v)| v.trim())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
     fn num(&self, k: &str) -> Result<Option<f64>> {
         let v = self.get(k);
         if v.is_empty() {

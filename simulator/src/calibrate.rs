@@ -1,8 +1,9 @@
 //! Calibration: fit [`FittedParams`] to measured data, hold part of it back, and report the
 //! error on the held-back part only.
 //!
-//! The split is deterministic: whole models in [`HELD_BACK_MODELS`] plus every row whose id
-//! hashes (FNV-1a) into the last [`HELD_BACK_PERCENT`] percent. The fit never sees held-back
+//! The split is deterministic: whole models in [`HELD_BACK_MODELS`] plus every row whose
+//! values (all but the id) hash (FNV-1a) into the last [`HELD_BACK_PERCENT`] percent, so a
+//! measurement the data repeat under another id is never on both sides. The fit never sees held-back
 //! rows. Fitting is coordinate descent on the mean absolute log error of TTFT and TPOT, per
 //! engine, alternating with a per-accelerator scale.
 
@@ -58,12 +59,25 @@ fn fnv(s: &str) -> u64 {
     h
 }
 
-/// Whether a row is held back from the fit.
-pub fn is_held_back(id: &str, model_path: &str) -> bool {
+/// Whether a row is held back from the fit. The share is drawn by the row's values rather
+/// than its id: the calibration data repeat 696 rows under other ids (the same measurement in
+/// two collections), and a split by id put 63 held-back agg rows' twins in the training set.
+pub fn is_held_back(row: &ScenarioRow, model_path: &str) -> bool {
+    is_held_back_in_draw(row, model_path, 0)
+}
+
+/// [`is_held_back`] for another draw of the random share (draw 0 is the committed split; the
+/// whole held-back models stay held back in every draw), to measure how much the held-back
+/// figures depend on which rows the share happened to pick.
+pub fn is_held_back_in_draw(row: &ScenarioRow, model_path: &str, draw: u64) -> bool {
+    let mut values = row.values_except(&[]);
+    if draw > 0 {
+        values = format!("{values}#{draw}");
+    }
     HELD_BACK_MODELS
         .iter()
         .any(|m| m.eq_ignore_ascii_case(model_path))
-        || fnv(id) % 100 >= 100 - HELD_BACK_PERCENT
+        || fnv(&values) % 100 >= 100 - HELD_BACK_PERCENT
 }
 
 /// Convert the vLLM-CPU measurement files (`config,input_output,concurrency,...`) to rows.
@@ -159,7 +173,7 @@ pub fn load_samples(data_dir: &Path) -> Result<Vec<Sample>> {
         let key = params_key(cfg.engine, acc.kind, model.is_moe());
         out.push(Sample {
             id: row.id().to_string(),
-            train: !is_held_back(row.id(), &cfg.model),
+            train: !is_held_back(&row, &cfg.model),
             cfg,
             model,
             workload,
@@ -308,20 +322,16 @@ pub fn release_effects(train: &[&Sample]) -> BTreeMap<String, ReleaseScale> {
             .as_deref()
             .map(|v| ReleaseScale::key(s.cfg.engine, v))
     };
-    // Configuration key: every column but the id, the release and the measurements.
+    // Grouped by configuration: every column but the id, the release and the measurements.
     let mut groups: BTreeMap<String, Vec<(&Sample, String)>> = BTreeMap::new();
     for s in train {
         let Some(release) = release_of(s) else {
             continue;
         };
-        let key: Vec<&str> = s
-            .row
-            .fields
-            .iter()
-            .filter(|(k, _)| k.as_str() != "id" && !MEASURED.contains(&k.as_str()))
-            .map(|(_, v)| v.trim())
-            .collect();
-        groups.entry(key.join(",")).or_default().push((s, release));
+        groups
+            .entry(s.row.values_except(&MEASURED))
+            .or_default()
+            .push((s, release));
     }
     groups.retain(|_, rows| {
         let first = &rows[0].1;
@@ -465,7 +475,7 @@ pub fn fit(samples: &[Sample], command: &str, rounds: usize) -> FittedParams {
     llama.prefill_compute_eff *= 0.8;
     params.engines.insert("llamacpp-cpu".into(), llama);
     params.notes = format!(
-        "fitted on {} agg rows; held back: whole models {:?} plus {}% of the other rows by FNV-1a hash of the id; disagg rows are never fitted",
+        "fitted on {} agg rows; held back: whole models {:?} plus {}% of the other rows by FNV-1a hash of their values (all but the id); disagg rows are never fitted",
         train.len(),
         HELD_BACK_MODELS,
         HELD_BACK_PERCENT
