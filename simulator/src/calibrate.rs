@@ -779,6 +779,62 @@ pub fn fit_correction(samples: &[Sample], params: &FittedParams) -> crate::param
     }
 }
 
+/// Fit the anchors ([`crate::params::Anchors`]) on the training rows' remaining log errors
+/// under `params` (analytic model and correction). The kernel width and the prior weight are
+/// chosen on the training rows alone, each row scored by the other points of its deployment
+/// (leave-one-point-out, so a repeated measurement cannot vouch for itself).
+pub fn fit_anchors(samples: &[Sample], params: &FittedParams) -> crate::params::Anchors {
+    use crate::params::Anchors;
+    let hw = HardwareCatalog::builtin();
+    let mut deployments: BTreeMap<String, Vec<[f64; 5]>> = BTreeMap::new();
+    for s in samples.iter().filter(|s| s.train && !s.disagg) {
+        let Ok(acc) = hw.get(&s.cfg.accelerator) else {
+            continue;
+        };
+        let Ok(r) = Resolved::new(&s.cfg, &s.model, acc, params) else {
+            continue;
+        };
+        let Some((ttft, tpot)) = predict_sample(s, params) else {
+            continue;
+        };
+        let w = &s.workload;
+        let round = |x: f64| (x * 1e4).round() / 1e4;
+        deployments.entry(r.deployment).or_default().push([
+            round((w.input_tokens as f64).log2()),
+            round((w.output_tokens as f64).log2()),
+            round((w.concurrency as f64).log2()),
+            round((s.tpot_ms / tpot).ln().clamp(-2.0, 2.0)),
+            round((s.ttft_ms / ttft).ln().clamp(-2.0, 2.0)),
+        ]);
+    }
+    let score = |anchors: &Anchors| {
+        let (mut sum, mut n) = (0.0, 0.0_f64);
+        for points in anchors.deployments.values() {
+            for p in points {
+                let (tpot, ttft) = anchors.adjust_except(points, [p[0], p[1], p[2]], true);
+                sum += ((tpot - p[3]).exp() - 1.0).abs() + ((ttft - p[4]).exp() - 1.0).abs();
+                n += 1.0;
+            }
+        }
+        sum / n.max(1.0)
+    };
+    let mut best: Option<(f64, Anchors)> = None;
+    for bandwidth in [0.5, 1.0, 2.0] {
+        for prior_weight in [0.25, 0.5, 1.0, 2.0, 4.0] {
+            let anchors = Anchors {
+                bandwidth,
+                prior_weight,
+                deployments: deployments.clone(),
+            };
+            let l = score(&anchors);
+            if best.as_ref().is_none_or(|(b, _)| l < *b) {
+                best = Some((l, anchors));
+            }
+        }
+    }
+    best.map(|(_, a)| a).expect("a grid of candidates")
+}
+
 /// The whole calibration: fit the analytic parameters on the training rows, fit the learned
 /// correction, and keep each half of it (TPOT, then TTFT) only where it beats the analytic
 /// model on held-back rows (the rule for a learned correction). Returns the parameters,
@@ -835,6 +891,21 @@ pub fn calibrate(
             ttft: if keep_ttft { correction.ttft } else { None },
             features: correction.features,
         });
+    }
+    let corrected = evaluate(samples, &params);
+    let mut anchored = params.clone();
+    anchored.anchors = Some(fit_anchors(samples, &params));
+    let with_anchors = evaluate(samples, &anchored);
+    let keep_anchors = with_anchors.overall.ttft_mape <= corrected.overall.ttft_mape
+        && with_anchors.overall.tpot_mape <= corrected.overall.tpot_mape;
+    let summary = format!(
+        "{summary} Anchored on measured deployments: TTFT {:.1}%, TPOT {:.1}% ({}).",
+        with_anchors.overall.ttft_mape,
+        with_anchors.overall.tpot_mape,
+        if keep_anchors { "kept" } else { "left out" },
+    );
+    if keep_anchors {
+        params = anchored;
     }
     let report = evaluate(samples, &params);
     params.notes = format!("{} {summary}", params.notes);

@@ -222,6 +222,68 @@ pub struct FittedParams {
     /// Learned correction of the analytic model's log error (absent: analytic only).
     #[serde(default)]
     pub correction: Option<Correction>,
+    /// Measured deployments the corrected prediction leans on (absent: none).
+    #[serde(default)]
+    pub anchors: Option<Anchors>,
+}
+
+/// Measurements of the same deployment (model, device, engine, precisions and parallel
+/// layout) at other lengths and concurrencies: where the calibration data measured the
+/// deployment asked about, the corrected prediction is multiplied by a kernel-weighted mean of
+/// those measurements' remaining errors (the `ln(measured / corrected)` of the training rows),
+/// shrunk toward none. A deployment never measured is predicted by the model alone, so unseen
+/// models and layouts are unaffected.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Anchors {
+    /// Kernel width, in doublings of input length, output length and concurrency.
+    pub bandwidth: f64,
+    /// Weight of "no change" against the measurements' kernel weights (which are at most 1 each).
+    pub prior_weight: f64,
+    /// Per deployment key ([`Anchors::key`]): `[log2 input tokens, log2 output tokens,
+    /// log2 concurrency, TPOT log error, TTFT log error]` of each measured point.
+    pub deployments: BTreeMap<String, Vec<[f64; 5]>>,
+}
+
+impl Anchors {
+    /// The key of a deployment, from its resolved settings.
+    pub fn key(
+        model: &str,
+        accelerator: &str,
+        engine: impl std::fmt::Display,
+        precisions: [impl std::fmt::Display; 3],
+        layout: [u32; 5],
+    ) -> String {
+        let [dense, expert, kv] = precisions;
+        let [tp, pp, dp, moe_tp, moe_ep] = layout;
+        format!(
+            "{} {accelerator} {engine} {dense}/{expert}/{kv} tp{tp} pp{pp} dp{dp} moetp{moe_tp} ep{moe_ep}",
+            model.to_ascii_lowercase()
+        )
+    }
+
+    /// Log-error adjustments (TPOT, TTFT) at a point of a deployment's measurements.
+    pub fn adjust(&self, points: &[[f64; 5]], at: [f64; 3]) -> (f64, f64) {
+        self.adjust_except(points, at, false)
+    }
+
+    /// [`Anchors::adjust`], optionally ignoring points measured exactly at `at` (to score the
+    /// anchors on their own measurements, leave-one-point-out).
+    pub fn adjust_except(&self, points: &[[f64; 5]], at: [f64; 3], skip_same: bool) -> (f64, f64) {
+        let (mut w_sum, mut tpot, mut ttft) = (0.0, 0.0, 0.0);
+        for p in points {
+            let d2: f64 = (0..3).map(|i| (p[i] - at[i]).powi(2)).sum();
+            if skip_same && d2 < 1e-12 {
+                continue;
+            }
+            let w = (-d2 / (2.0 * self.bandwidth * self.bandwidth)).exp();
+            w_sum += w;
+            tpot += w * p[3];
+            ttft += w * p[4];
+        }
+        let denominator = w_sum + self.prior_weight;
+        (tpot / denominator, ttft / denominator)
+    }
 }
 
 /// How one engine release differs from its engine family: releases of the same engine ship
@@ -293,6 +355,7 @@ impl Default for FittedParams {
             accelerator_scale: BTreeMap::new(),
             release_scale: BTreeMap::new(),
             correction: None,
+            anchors: None,
         }
     }
 }

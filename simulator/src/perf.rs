@@ -11,7 +11,9 @@
 use crate::error::{Error, Result};
 use crate::hardware::{Accelerator, DeviceKind, accelerator};
 use crate::model::{AttentionKind, ModelSpec, model};
-use crate::params::{Correction, EngineParams, FittedParams, MAX_CORRECTION_LN, ReleaseScale};
+use crate::params::{
+    Anchors, Correction, EngineParams, FittedParams, MAX_CORRECTION_LN, ReleaseScale,
+};
 use crate::precision::{Engine, Precision};
 use serde::{Deserialize, Serialize};
 
@@ -184,6 +186,10 @@ pub struct Resolved<'a> {
     /// Multipliers of the engine release, when the fit had rows of it.
     pub release: ReleaseScale,
     correction: Option<&'a Correction>,
+    /// Key of this deployment among the anchors ([`Anchors::key`]).
+    pub deployment: String,
+    /// The anchors and this deployment's measured points, when it was measured.
+    anchors: Option<(&'a Anchors, &'a [[f64; 5]])>,
     engine: Engine,
     tp: f64,
     pp: f64,
@@ -316,9 +322,23 @@ impl<'a> Resolved<'a> {
         } else {
             acc.inter_node_bandwidth
         };
+        let deployment = Anchors::key(
+            &cfg.model,
+            &acc.id,
+            cfg.engine,
+            [dense_prec, expert_prec, kv_prec],
+            [cfg.tp, cfg.pp, cfg.attention_dp, moe_tp, moe_ep],
+        );
+        let anchors = params.anchors.as_ref().and_then(|a| {
+            a.deployments
+                .get(&deployment)
+                .map(|points| (a, points.as_slice()))
+        });
         Ok(Resolved {
             model,
             acc,
+            deployment,
+            anchors,
             p: params.engine(&params_key(cfg.engine, acc.kind, model.is_moe())),
             scale: params.scale(&acc.id),
             release: params.release(cfg.engine, cfg.engine_version.as_deref()),
@@ -722,6 +742,14 @@ impl<'a> Resolved<'a> {
                 .clamp(-MAX_CORRECTION_LN, MAX_CORRECTION_LN)
                 .exp();
         }
+        let (anchor_tpot, anchor_ttft) = match self.anchors {
+            Some((a, points)) if correct => a.adjust(
+                points,
+                [isl.log2(), osl.log2(), (w.concurrency as f64).log2()],
+            ),
+            _ => (0.0, 0.0),
+        };
+        tpot *= anchor_tpot.exp();
         let decode_time = (osl - 1.0).max(0.0) * tpot;
         let cycle = ttft_run + decode_time;
         // Requests beyond what the KV cache holds wait for a slot (closed loop, Little's law).
@@ -737,6 +765,7 @@ impl<'a> Resolved<'a> {
                 .clamp(-MAX_CORRECTION_LN, MAX_CORRECTION_LN)
                 .exp();
         }
+        ttft *= anchor_ttft.exp();
         let e2e = ttft + decode_time;
         let tokens_per_s = r * osl / cycle;
         let prediction = Prediction {

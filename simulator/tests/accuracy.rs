@@ -11,8 +11,8 @@ use bud_simulator::params::FittedParams;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-const TPOT_MAPE_MAX: f64 = 16.0;
-const TTFT_MAPE_MAX: f64 = 32.0;
+const TPOT_MAPE_MAX: f64 = 14.0;
+const TTFT_MAPE_MAX: f64 = 28.0;
 const CPU_TPOT_MAPE_MAX: f64 = 12.0;
 
 #[test]

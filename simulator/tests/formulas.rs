@@ -362,3 +362,52 @@ fn release_multipliers_apply_only_to_the_release_they_were_fitted_for() {
     let sglang_family = predict_with(&cfg, m, h100, &params, &w).unwrap();
     assert_eq!(sglang.decode_step_ms, sglang_family.decode_step_ms);
 }
+
+#[test]
+fn anchors_average_nearby_measurements_of_the_same_deployment() {
+    use bud_simulator::params::{Anchors, FittedParams};
+    use bud_simulator::perf::Resolved;
+    use std::collections::BTreeMap;
+    // Two measured points: one exactly where we ask (TPOT 0.3 and TTFT −0.2 in log error),
+    // one two doublings of input length away (no error). Kernel width 1, prior weight 0.5:
+    // weights 1 and e^(−4/2) = 0.1353, so TPOT moves by 0.3 / (1 + 0.1353 + 0.5).
+    let points = vec![[10.0, 8.0, 4.0, 0.3, -0.2], [12.0, 8.0, 4.0, 0.0, 0.0]];
+    let mut anchors = Anchors {
+        bandwidth: 1.0,
+        prior_weight: 0.5,
+        deployments: BTreeMap::new(),
+    };
+    let denominator = 1.0 + (-2.0f64).exp() + 0.5;
+    let (tpot, ttft) = anchors.adjust(&points, [10.0, 8.0, 4.0]);
+    assert!(close(tpot, 0.3 / denominator, 1e-9) && close(ttft, -0.2 / denominator, 1e-9));
+    // Leave-one-point-out ignores the point measured exactly there.
+    let (tpot, _) = anchors.adjust_except(&points, [10.0, 8.0, 4.0], true);
+    assert_eq!(tpot, 0.0);
+
+    // Applied to the deployment measured (Qwen3-8B, H100, vLLM, TP 2) at 1,024 / 256 tokens
+    // and concurrency 16, and to no other layout.
+    let mut params = FittedParams::default();
+    let m = model("Qwen/Qwen3-8B").unwrap();
+    let h100 = accelerator("h100_sxm").unwrap();
+    let mut cfg = ServingConfig::new("Qwen/Qwen3-8B", "h100_sxm", Engine::Vllm);
+    cfg.tp = 2;
+    let w = Workload {
+        input_tokens: 1024,
+        output_tokens: 256,
+        concurrency: 16,
+    };
+    let plain = predict_with(&cfg, m, h100, &params, &w).unwrap();
+    let key = Resolved::new(&cfg, m, h100, &params).unwrap().deployment;
+    anchors
+        .deployments
+        .insert(key, vec![[10.0, 8.0, 4.0, 0.3, -0.2]]);
+    params.anchors = Some(anchors);
+    let anchored = predict_with(&cfg, m, h100, &params, &w).unwrap();
+    let shift: f64 = 0.3 / (1.0 + 0.5);
+    assert!(close(anchored.tpot_ms, plain.tpot_ms * shift.exp(), 1e-9));
+    assert!(anchored.ttft_ms < plain.ttft_ms);
+    cfg.tp = 4;
+    let other = predict_with(&cfg, m, h100, &params, &w).unwrap();
+    params.anchors = None;
+    assert_eq!(other, predict_with(&cfg, m, h100, &params, &w).unwrap());
+}
