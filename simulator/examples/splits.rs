@@ -1,7 +1,7 @@
 //! How much the held-back figures depend on which rows the random 20 % share picked: refit
-//! the whole calibration (analytic parameters, then the correction kept by the same rule) on
-//! other draws of that share and score each draw's held-back agg rows. The whole held-back
-//! models stay held back in every draw; draw 0 is the committed split.
+//! the whole calibration (analytic parameters, correction and anchors, each kept by the same
+//! rule) on other draws of that share and score each draw's held-back agg rows. The whole
+//! held-back models stay held back in every draw; draw 0 is the committed split.
 //! `cargo run --release -p bud-simulator --example splits -- [DATA] [DRAWS]`
 
 use bud_simulator::calibrate::{calibrate, is_held_back_in_draw, load_samples};
