@@ -3,9 +3,11 @@
 //!
 //! The split is deterministic: whole models in [`HELD_BACK_MODELS`] plus every row whose
 //! values (all but the id) hash (FNV-1a) into the last [`HELD_BACK_PERCENT`] percent, so a
-//! measurement the data repeat under another id is never on both sides. The fit never sees held-back
-//! rows. Fitting is coordinate descent on the mean absolute log error of TTFT and TPOT, per
-//! engine, alternating with a per-accelerator scale.
+//! measurement the data repeat under another id is never on both sides. The fit never sees
+//! held-back rows. Fitting is coordinate descent on the absolute percentage (plus a little log)
+//! error of TTFT and TPOT, per engine, alternating with a per-accelerator scale (on TPOT);
+//! release multipliers come from configurations measured under two releases; the learned
+//! correction and the anchors on measured deployments are fitted on the remaining errors.
 
 use crate::batch::{ModelResolver, ScenarioRow, read_rows};
 use crate::error::{Error, Result};
