@@ -820,21 +820,24 @@ pub fn fit_anchors(samples: &[Sample], params: &FittedParams) -> crate::params::
         }
         sum / n.max(1.0)
     };
-    let mut best: Option<(f64, Anchors)> = None;
+    let mut anchors = Anchors {
+        bandwidth: 1.0,
+        prior_weight: 1.0,
+        deployments,
+    };
+    let mut best = (f64::INFINITY, 1.0, 1.0);
     for bandwidth in [0.5, 1.0, 2.0] {
         for prior_weight in [0.25, 0.5, 1.0, 2.0, 4.0] {
-            let anchors = Anchors {
-                bandwidth,
-                prior_weight,
-                deployments: deployments.clone(),
-            };
+            anchors.bandwidth = bandwidth;
+            anchors.prior_weight = prior_weight;
             let l = score(&anchors);
-            if best.as_ref().is_none_or(|(b, _)| l < *b) {
-                best = Some((l, anchors));
+            if l < best.0 {
+                best = (l, bandwidth, prior_weight);
             }
         }
     }
-    best.map(|(_, a)| a).expect("a grid of candidates")
+    (_, anchors.bandwidth, anchors.prior_weight) = best;
+    anchors
 }
 
 /// The whole calibration: fit the analytic parameters on the training rows, fit the learned
