@@ -2,28 +2,53 @@
 //! the whole calibration (analytic parameters, correction and anchors, each kept by the same
 //! rule) on other draws of that share and score each draw's held-back agg rows. The whole
 //! held-back models stay held back in every draw; draw 0 is the committed split.
-//! `cargo run --release -p bud-simulator --example splits -- [DATA] [DRAWS]`
+//! `cargo run --release -p bud-simulator --example splits -- [DATA] [DRAWS] [random-only]`
+//!
+//! With `random-only` the whole held-back models are fitted on like any other (only the random
+//! share is held back), and each draw's figures are also given separately for the rows of
+//! those models and of the others: what seeing a model does for its own unseen rows, and
+//! whether fitting on it costs the other models anything (the case for shipping parameters
+//! refitted on every row).
 
-use bud_simulator::calibrate::{calibrate, is_held_back_in_draw, load_samples};
+use bud_simulator::calibrate::{HELD_BACK_MODELS, calibrate, is_held_back_in_draw, load_samples};
 use std::path::Path;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let data = args.get(1).map(String::as_str).unwrap_or("simulator/data");
     let draws: u64 = args.get(2).and_then(|r| r.parse().ok()).unwrap_or(8);
+    let random_only = args.get(3).is_some_and(|a| a == "random-only");
     let mut samples = load_samples(Path::new(data)).expect("load samples");
-    println!("| draw | held-back agg rows | TTFT MAPE % | TPOT MAPE % |\n|---|---:|---:|---:|");
+    if random_only {
+        println!(
+            "Only the random share held back; {HELD_BACK_MODELS:?} are fitted on.\n\n| draw | held-back agg rows | TTFT MAPE % | TPOT MAPE % | their rows: n, TTFT, TPOT % | other models' rows: n, TTFT, TPOT % |\n|---|---:|---:|---:|---|---|"
+        );
+    } else {
+        println!("| draw | held-back agg rows | TTFT MAPE % | TPOT MAPE % |\n|---|---:|---:|---:|");
+    }
     let (mut ttft, mut tpot) = (Vec::new(), Vec::new());
     for draw in 0..draws {
         for s in &mut samples {
-            s.train = !is_held_back_in_draw(&s.row, &s.cfg.model, draw);
+            // A model name no whole-model rule matches leaves only the random share.
+            let model = if random_only { "" } else { &s.cfg.model };
+            s.train = !is_held_back_in_draw(&s.row, model, draw);
         }
         let (_, report, _) = calibrate(&samples, "splits", 30, true);
         let o = report.overall;
-        println!(
+        print!(
             "| {draw} | {} | {:.1} | {:.1} |",
             o.n, o.ttft_mape, o.tpot_mape
         );
+        if random_only {
+            // The report groups held-back rows by membership of the whole-model list.
+            for group in report.by["split"].values().rev() {
+                print!(
+                    " {}, {:.1}, {:.1} |",
+                    group.n, group.ttft_mape, group.tpot_mape
+                );
+            }
+        }
+        println!();
         ttft.push(o.ttft_mape);
         tpot.push(o.tpot_mape);
     }

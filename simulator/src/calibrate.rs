@@ -917,6 +917,60 @@ pub fn calibrate(
     (params, report, summary)
 }
 
+/// The shipped parameters: refit on every agg row, the held-back ones included, making the
+/// choices the split fit `split` made on held-back rows (which halves of the learned correction
+/// to keep, whether to anchor). The split fit is what the accuracy figures describe; this one
+/// only adds the held-back rows' evidence, so deployments measured there are anchored too.
+pub fn refit_on_every_row(
+    samples: &[Sample],
+    split: &FittedParams,
+    command: &str,
+    rounds: usize,
+) -> FittedParams {
+    use crate::params::Correction;
+    let every: Vec<Sample> = samples
+        .iter()
+        .map(|s| Sample {
+            train: true,
+            ..s.clone()
+        })
+        .collect();
+    let mut params = fit(&every, command, rounds);
+    if let Some(kept) = &split.correction {
+        let refit = fit_correction(&every, &params);
+        params.correction = Some(Correction {
+            tpot: refit.tpot.filter(|_| kept.tpot.is_some()),
+            ttft: refit.ttft.filter(|_| kept.ttft.is_some()),
+            features: refit.features,
+        });
+    }
+    if split.anchors.is_some() {
+        params.anchors = Some(fit_anchors(&every, &params));
+    }
+    let rows = every.iter().filter(|s| !s.disagg).count();
+    params.fitted_on_every_row = true;
+    params.notes = format!(
+        "fitted on all {rows} agg rows, held-back ones included, with the choices of the split fit (learned correction: TPOT {}, TTFT {}; anchors {}); its held-back figures describe this model: {}",
+        if split.correction.as_ref().is_some_and(|c| c.tpot.is_some()) {
+            "kept"
+        } else {
+            "left out"
+        },
+        if split.correction.as_ref().is_some_and(|c| c.ttft.is_some()) {
+            "kept"
+        } else {
+            "left out"
+        },
+        if split.anchors.is_some() {
+            "kept"
+        } else {
+            "left out"
+        },
+        split.notes
+    );
+    params
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

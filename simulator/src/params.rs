@@ -1,7 +1,9 @@
 //! Fitted efficiency and overhead parameters of the performance model.
 //!
-//! The committed `data/fitted_params.json` was produced by `bud-sim calibrate` (the command
-//! line is recorded in the file). Parameters are kept per engine (and per engine on CPUs);
+//! `bud-sim calibrate` (the command line is recorded in each file) writes two sets:
+//! `data/fitted_params_split.json`, fitted on the training split only, which every held-back
+//! accuracy figure is computed from, and `data/fitted_params.json`, refitted on every row with
+//! the choices the split fit made, which the simulator ships and predicts with. Parameters are kept per engine (and per engine on CPUs);
 //! a per-accelerator scale absorbs software maturity differences between GPU generations, and
 //! per-release multipliers the differences between releases of one engine.
 
@@ -211,6 +213,11 @@ pub struct FittedParams {
     pub command: String,
     /// What the fit saw and what it held back.
     pub notes: String,
+    /// Fitted on every measured row, the held-back ones included: the shipped parameters.
+    /// Held-back figures computed with such parameters are not a score; they come from the
+    /// split fit (`data/fitted_params_split.json`), which made every modelling choice.
+    #[serde(default)]
+    pub fitted_on_every_row: bool,
     /// Parameters by key: `<engine>-dense` and `<engine>-moe` on GPUs (vllm, sglang, trtllm),
     /// `vllm-cpu` and `llamacpp-cpu` on CPUs.
     pub engines: BTreeMap<String, EngineParams>,
@@ -352,6 +359,7 @@ impl Default for FittedParams {
         FittedParams {
             command: "defaults".into(),
             notes: String::new(),
+            fitted_on_every_row: false,
             engines,
             accelerator_scale: BTreeMap::new(),
             release_scale: BTreeMap::new(),
@@ -362,7 +370,8 @@ impl Default for FittedParams {
 }
 
 impl FittedParams {
-    /// The committed fitted parameters (embedded from `data/fitted_params.json`).
+    /// The shipped fitted parameters (embedded from `data/fitted_params.json`, fitted on every
+    /// measured row).
     pub fn builtin() -> &'static FittedParams {
         static P: OnceLock<FittedParams> = OnceLock::new();
         P.get_or_init(|| {

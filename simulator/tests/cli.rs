@@ -190,6 +190,19 @@ fn accuracy_calibrate_and_bench_run() {
             .starts_with("bud-sim calibrate")
     );
     assert!(p["engines"]["vllm"]["memEff"].is_f64());
+    assert_eq!(p["fittedOnEveryRow"], true);
+    let split: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("params_split.json")).unwrap())
+            .unwrap();
+    assert_eq!(split["fittedOnEveryRow"], false);
+    let o = bud_sim(&[
+        "accuracy",
+        "--data",
+        "data",
+        "--params",
+        out.to_str().unwrap(),
+    ]);
+    assert!(text(&o.stdout).contains("not a score"));
     let o = bud_sim(&["bench-plan", "--iterations", "1"]);
     assert!(o.status.success());
     assert!(text(&o.stdout).contains("median"));
