@@ -378,14 +378,83 @@ pub fn predict_row(
 }
 
 /// Disaggregated serving: prefill workers produce the first token, decode workers stream
-/// the rest. TTFT = batched prefill on a prefill worker plus the KV transfer; TPOT = a decode
-/// step at the decode worker's batch.
+/// the rest. The analytic part ([`disagg_analytic`]) has no queueing, and the measured disagg
+/// rows queue heavily (their mean TTFT is typically several times a lone prefill), so when the
+/// parameters carry a [`crate::params::DisaggCorrection`] it is applied on top: learned
+/// multipliers, then the anchors of the measured configuration.
 pub fn predict_disagg(
     row: &ScenarioRow,
     models: &mut ModelResolver,
     hw: &HardwareCatalog,
     params: &FittedParams,
 ) -> Result<(f64, f64)> {
+    let a = disagg_analytic(row, models, hw, params)?;
+    let (mut ttft, mut tpot) = (a.ttft_ms, a.tpot_ms);
+    if let Some(d) = &params.disagg {
+        let bound = crate::params::MAX_DISAGG_CORRECTION_LN;
+        if let Some(g) = &d.correction.tpot {
+            tpot *= g.predict(&a.features).clamp(-bound, bound).exp();
+        }
+        if let Some(g) = &d.correction.ttft {
+            ttft *= g.predict(&a.features).clamp(-bound, bound).exp();
+        }
+        if let Some(anchors) = &d.anchors
+            && let Some(points) = anchors.deployments.get(&a.deployment)
+        {
+            let (t, f) = anchors.adjust(points, a.at);
+            tpot *= t.exp();
+            ttft *= f.exp();
+        }
+    }
+    Ok((ttft, tpot))
+}
+
+/// Features of the disaggregated correction, in order (see [`disagg_analytic`]).
+pub const DISAGG_FEATURES: [&str; 19] = [
+    "engineVllm",
+    "engineSglang",
+    "engineTrtllm",
+    "moe",
+    "mla",
+    "log2Users",
+    "log2Isl",
+    "log2Osl",
+    "log2PrefillTp",
+    "log2PrefillAttentionDp",
+    "log2PrefillWorkers",
+    "log2DecodeTp",
+    "log2DecodeAttentionDp",
+    "log2DecodeMoeEp",
+    "log2DecodeWorkers",
+    "expertWeightBytes",
+    "memoryBandwidthTBs",
+    "log10TtftMs",
+    "log10TpotMs",
+];
+
+/// The analytic prediction of a disaggregated row, with what its correction needs.
+#[derive(Debug, Clone)]
+pub struct DisaggAnalytic {
+    /// TTFT, ms: batched prefill on a prefill worker, the KV transfer and the first decode steps.
+    pub ttft_ms: f64,
+    /// TPOT, ms: a decode step at the decode worker's batch.
+    pub tpot_ms: f64,
+    /// Values of [`DISAGG_FEATURES`].
+    pub features: Vec<f64>,
+    /// The measured configuration this row belongs to (anchors key): model, device, engine,
+    /// precisions, and both pools' layouts and worker counts.
+    pub deployment: String,
+    /// Where in that configuration: log2 of input tokens, output tokens and users.
+    pub at: [f64; 3],
+}
+
+/// [`predict_disagg`] without the correction.
+pub fn disagg_analytic(
+    row: &ScenarioRow,
+    models: &mut ModelResolver,
+    hw: &HardwareCatalog,
+    params: &FittedParams,
+) -> Result<DisaggAnalytic> {
     let wl = row.workload()?;
     let pcfg = row.config("prefill_")?;
     let dcfg = row.config("decode_")?;
@@ -403,10 +472,59 @@ pub fn predict_disagg(
     let t_pf = pre.prefill(isl, true)
         + pre.p.burst_factor * (prefill_batch - 1.0).max(0.0) / 2.0 * pre.prefill(isl, false);
     let kv_transfer = pre.kv_bytes_per_seq(isl) / acc.inter_node_bandwidth;
-    Ok((
-        (t_pf + kv_transfer + dec.ttft_steps(wl.input_tokens) * t_dec) * 1e3,
-        t_dec * 1e3,
-    ))
+    let ttft_ms = (t_pf + kv_transfer + dec.ttft_steps(wl.input_tokens) * t_dec) * 1e3;
+    let tpot_ms = t_dec * 1e3;
+    let log2 = |x: u32| (x.max(1) as f64).log2();
+    let prefill_workers = row.count("prefill_num_workers", 1)?;
+    let decode_workers = row.count("decode_num_workers", 1)?;
+    let features = vec![
+        (pcfg.engine == Engine::Vllm) as u8 as f64,
+        (pcfg.engine == Engine::Sglang) as u8 as f64,
+        (pcfg.engine == Engine::Trtllm) as u8 as f64,
+        m.is_moe() as u8 as f64,
+        matches!(m.attention, crate::model::AttentionKind::Mla { .. }) as u8 as f64,
+        log2(wl.concurrency),
+        log2(wl.input_tokens),
+        log2(wl.output_tokens),
+        log2(pcfg.tp),
+        log2(pcfg.attention_dp),
+        log2(prefill_workers),
+        log2(dcfg.tp),
+        log2(dcfg.attention_dp),
+        log2(dcfg.moe_ep.unwrap_or(1)),
+        log2(decode_workers),
+        dec.expert_weight_bytes(),
+        acc.memory_bandwidth / 1e12,
+        ttft_ms.max(1e-3).log10(),
+        tpot_ms.max(1e-3).log10(),
+    ];
+    let pool = |c: &ServingConfig, workers: u32| {
+        format!(
+            "tp{} pp{} dp{} moetp{} ep{} x{workers}",
+            c.tp,
+            c.pp,
+            c.attention_dp,
+            c.moe_tp.unwrap_or(0),
+            c.moe_ep.unwrap_or(0)
+        )
+    };
+    let deployment = format!(
+        "{} | prefill {} | decode {}",
+        dec.deployment,
+        pool(&pcfg, prefill_workers),
+        pool(&dcfg, decode_workers)
+    );
+    Ok(DisaggAnalytic {
+        ttft_ms,
+        tpot_ms,
+        features,
+        deployment,
+        at: [
+            (isl.log2() * 1e4).round() / 1e4,
+            (osl.log2() * 1e4).round() / 1e4,
+            (log2(wl.concurrency) * 1e4).round() / 1e4,
+        ],
+    })
 }
 
 /// Predict every row of `input` and write `id,ttft_ms,tpot_ms,e2e_ms,tokens_per_s,max_concurrency,reason`.

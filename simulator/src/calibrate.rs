@@ -477,7 +477,7 @@ pub fn fit(samples: &[Sample], command: &str, rounds: usize) -> FittedParams {
     llama.prefill_compute_eff *= 0.8;
     params.engines.insert("llamacpp-cpu".into(), llama);
     params.notes = format!(
-        "fitted on {} agg rows; held back: whole models {:?} plus {}% of the other rows by FNV-1a hash of their values (all but the id); disagg rows are never fitted",
+        "fitted on {} agg rows; held back: whole models {:?} plus {}% of the other rows by FNV-1a hash of their values (all but the id); disagg rows train only the disagg correction",
         train.len(),
         HELD_BACK_MODELS,
         HELD_BACK_PERCENT
@@ -786,7 +786,6 @@ pub fn fit_correction(samples: &[Sample], params: &FittedParams) -> crate::param
 /// chosen on the training rows alone, each row scored by the other points of its deployment
 /// (leave-one-point-out, so a repeated measurement cannot vouch for itself).
 pub fn fit_anchors(samples: &[Sample], params: &FittedParams) -> crate::params::Anchors {
-    use crate::params::Anchors;
     let hw = HardwareCatalog::builtin();
     let mut deployments: BTreeMap<String, Vec<[f64; 5]>> = BTreeMap::new();
     for s in samples.iter().filter(|s| s.train && !s.disagg) {
@@ -809,6 +808,15 @@ pub fn fit_anchors(samples: &[Sample], params: &FittedParams) -> crate::params::
             round((s.ttft_ms / ttft).ln().clamp(-2.0, 2.0)),
         ]);
     }
+    anchors_with_chosen_width(deployments)
+}
+
+/// Anchors on `deployments` with the kernel width and prior weight that score best
+/// leave-one-point-out on those same points (a repeated measurement cannot vouch for itself).
+fn anchors_with_chosen_width(
+    deployments: BTreeMap<String, Vec<[f64; 5]>>,
+) -> crate::params::Anchors {
+    use crate::params::Anchors;
     let score = |anchors: &Anchors| {
         let (mut sum, mut n) = (0.0, 0.0_f64);
         for points in anchors.deployments.values() {
@@ -838,6 +846,143 @@ pub fn fit_anchors(samples: &[Sample], params: &FittedParams) -> crate::params::
     }
     (_, anchors.bandwidth, anchors.prior_weight) = best;
     anchors
+}
+
+/// The training split's disagg rows under `params` (whose own disagg correction is ignored):
+/// analytic prediction and measurement of each.
+fn disagg_training_rows(
+    samples: &[Sample],
+    params: &FittedParams,
+) -> Vec<(crate::batch::DisaggAnalytic, f64, f64)> {
+    let hw = HardwareCatalog::builtin();
+    let mut models = ModelResolver::new(None);
+    samples
+        .iter()
+        .filter(|s| s.train && s.disagg)
+        .filter_map(|s| {
+            let a = crate::batch::disagg_analytic(&s.row, &mut models, hw, params).ok()?;
+            (a.ttft_ms > 0.0 && a.tpot_ms > 0.0).then_some((a, s.ttft_ms, s.tpot_ms))
+        })
+        .collect()
+}
+
+/// Fit the disaggregated correction ([`crate::params::DisaggCorrection`]) on the training
+/// split's disagg rows: trees on the log errors of the analytic disagg model (TPOT and TTFT
+/// independently), then anchors on what the trees leave.
+pub fn fit_disagg(samples: &[Sample], params: &FittedParams) -> crate::params::DisaggCorrection {
+    use crate::params::{Correction, MAX_DISAGG_CORRECTION_LN as BOUND};
+    let rows = disagg_training_rows(samples, params);
+    let x: Vec<Vec<f64>> = rows.iter().map(|(a, ..)| a.features.clone()).collect();
+    let log_error =
+        |measured: f64, predicted: f64| (measured / predicted).ln().clamp(-BOUND, BOUND);
+    let y_tpot: Vec<f64> = rows
+        .iter()
+        .map(|(a, _, m)| log_error(*m, a.tpot_ms))
+        .collect();
+    let y_ttft: Vec<f64> = rows
+        .iter()
+        .map(|(a, m, _)| log_error(*m, a.ttft_ms))
+        .collect();
+    let cfg = crate::gbdt::GbdtConfig::default();
+    let tpot = crate::gbdt::Gbdt::fit_mape(&x, &y_tpot, cfg);
+    let ttft = crate::gbdt::Gbdt::fit_mape(&x, &y_ttft, cfg);
+    let mut deployments: BTreeMap<String, Vec<[f64; 5]>> = BTreeMap::new();
+    for (i, (a, ..)) in rows.iter().enumerate() {
+        let left = |y: f64, g: &crate::gbdt::Gbdt| {
+            let r = y - g.predict(&x[i]).clamp(-BOUND, BOUND);
+            (r * 1e4).round() / 1e4
+        };
+        deployments.entry(a.deployment.clone()).or_default().push([
+            a.at[0],
+            a.at[1],
+            a.at[2],
+            left(y_tpot[i], &tpot),
+            left(y_ttft[i], &ttft),
+        ]);
+    }
+    crate::params::DisaggCorrection {
+        correction: Correction {
+            features: crate::batch::DISAGG_FEATURES
+                .iter()
+                .map(|f| f.to_string())
+                .collect(),
+            tpot: Some(tpot),
+            ttft: Some(ttft),
+        },
+        anchors: Some(anchors_with_chosen_width(deployments)),
+    }
+}
+
+/// Keep each part of a fitted disaggregated correction only where it beats the model without
+/// it on held-back disagg rows: the TPOT trees, the TTFT trees, then the anchors (kept when
+/// neither TTFT nor TPOT gets worse). Returns the kept parts and a sentence on the choice.
+fn keep_disagg_parts(
+    samples: &[Sample],
+    params: &FittedParams,
+    fitted: crate::params::DisaggCorrection,
+) -> (Option<crate::params::DisaggCorrection>, String) {
+    use crate::params::{Correction, DisaggCorrection};
+    let score = |d: &DisaggCorrection| {
+        let mut p = params.clone();
+        p.disagg = Some(d.clone());
+        evaluate_disagg(samples, &p)
+    };
+    let none = DisaggCorrection {
+        correction: Correction {
+            tpot: None,
+            ttft: None,
+            ..fitted.correction.clone()
+        },
+        anchors: None,
+    };
+    let analytic = score(&none);
+    let mut kept = none.clone();
+    kept.correction.tpot = fitted.correction.tpot.clone();
+    let with_tpot = score(&kept);
+    if with_tpot.tpot_mape >= analytic.tpot_mape {
+        kept.correction.tpot = None;
+    }
+    let base = score(&kept);
+    kept.correction.ttft = fitted.correction.ttft.clone();
+    let with_ttft = score(&kept);
+    if with_ttft.ttft_mape >= base.ttft_mape {
+        kept.correction.ttft = None;
+    }
+    let trees = score(&kept);
+    kept.anchors = fitted.anchors.clone();
+    let anchored = score(&kept);
+    if anchored.ttft_mape > trees.ttft_mape || anchored.tpot_mape > trees.tpot_mape {
+        kept.anchors = None;
+    }
+    let verdict = |b: bool| if b { "kept" } else { "left out" };
+    let summary = format!(
+        "Held-back disagg rows, analytic: TTFT {:.1}%, TPOT {:.1}%; learned disagg correction: TPOT {:.1}% ({}), TTFT {:.1}% ({}); anchored on measured disagg configurations: TTFT {:.1}%, TPOT {:.1}% ({}).",
+        analytic.ttft_mape,
+        analytic.tpot_mape,
+        with_tpot.tpot_mape,
+        verdict(kept.correction.tpot.is_some()),
+        with_ttft.ttft_mape,
+        verdict(kept.correction.ttft.is_some()),
+        anchored.ttft_mape,
+        anchored.tpot_mape,
+        verdict(kept.anchors.is_some()),
+    );
+    let any =
+        kept.correction.tpot.is_some() || kept.correction.ttft.is_some() || kept.anchors.is_some();
+    (any.then_some(kept), summary)
+}
+
+/// Error on the held-back disagg rows alone.
+fn evaluate_disagg(samples: &[Sample], params: &FittedParams) -> ErrorStats {
+    let pairs: Vec<Pair> = samples
+        .iter()
+        .filter(|s| !s.train && s.disagg)
+        .filter_map(|s| {
+            let (ttft, tpot) = predict_sample(s, params)?;
+            Some((ttft, s.ttft_ms, tpot, s.tpot_ms))
+        })
+        .collect();
+    stats(&pairs)
 }
 
 /// The whole calibration: fit the analytic parameters on the training rows, fit the learned
@@ -912,6 +1057,10 @@ pub fn calibrate(
     if keep_anchors {
         params = anchored;
     }
+    let (disagg, disagg_summary) =
+        keep_disagg_parts(samples, &params, fit_disagg(samples, &params));
+    params.disagg = disagg;
+    let summary = format!("{summary} {disagg_summary}");
     let report = evaluate(samples, &params);
     params.notes = format!("{} {summary}", params.notes);
     (params, report, summary)
@@ -946,6 +1095,23 @@ pub fn refit_on_every_row(
     }
     if split.anchors.is_some() {
         params.anchors = Some(fit_anchors(&every, &params));
+    }
+    if let Some(kept) = &split.disagg {
+        let refit = fit_disagg(&every, &params);
+        params.disagg = Some(crate::params::DisaggCorrection {
+            correction: crate::params::Correction {
+                tpot: refit
+                    .correction
+                    .tpot
+                    .filter(|_| kept.correction.tpot.is_some()),
+                ttft: refit
+                    .correction
+                    .ttft
+                    .filter(|_| kept.correction.ttft.is_some()),
+                features: refit.correction.features,
+            },
+            anchors: refit.anchors.filter(|_| kept.anchors.is_some()),
+        });
     }
     let rows = every.iter().filter(|s| !s.disagg).count();
     params.fitted_on_every_row = true;

@@ -232,7 +232,30 @@ pub struct FittedParams {
     /// Measured deployments the corrected prediction leans on (absent: none).
     #[serde(default)]
     pub anchors: Option<Anchors>,
+    /// Correction of prefill/decode disaggregated predictions (absent: analytic only).
+    #[serde(default)]
+    pub disagg: Option<DisaggCorrection>,
 }
+
+/// What the analytic disaggregated model ([`crate::batch::disagg_analytic`]) misses, learned
+/// from the training split's disagg rows: it has no queueing, and measured disagg TTFT is
+/// typically several times a lone prefill (its users wait for prefill and decode slots). Each
+/// part is kept only where it beats the model without it on held-back disagg rows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DisaggCorrection {
+    /// Trees on [`crate::batch::DISAGG_FEATURES`] predicting ln(measured / analytic).
+    pub correction: Correction,
+    /// Anchors on measured disagg configurations (keyed by
+    /// [`crate::batch::DisaggAnalytic::deployment`], at log2 input, output tokens and users).
+    #[serde(default)]
+    pub anchors: Option<Anchors>,
+}
+
+/// Largest change the disaggregated correction may make, as a natural log (×20): measured disagg
+/// TTFT ranges up to e^3 times the queue-free analytic value; the training targets are clamped
+/// to the same range.
+pub const MAX_DISAGG_CORRECTION_LN: f64 = 3.0;
 
 /// Measurements of the same deployment (model, device, engine, precisions and parallel
 /// layout) at other lengths and concurrencies: where the calibration data measured the
@@ -365,6 +388,7 @@ impl Default for FittedParams {
             release_scale: BTreeMap::new(),
             correction: None,
             anchors: None,
+            disagg: None,
         }
     }
 }

@@ -657,6 +657,11 @@ impl<'a> Resolved<'a> {
         "burstShareOfTtft",
     ];
 
+    /// Bytes per weight of the routed experts (of all weights for a dense model).
+    pub fn expert_weight_bytes(&self) -> f64 {
+        self.expert_prec.weight_bytes()
+    }
+
     /// Features of the learned correction for a workload (see [`Resolved::FEATURES`]).
     pub fn features(&self, w: &Workload, running: f64, t_dec: f64, tpot: f64) -> Vec<f64> {
         let m = self.model;

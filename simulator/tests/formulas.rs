@@ -411,3 +411,69 @@ fn anchors_average_nearby_measurements_of_the_same_deployment() {
     params.anchors = None;
     assert_eq!(other, predict_with(&cfg, m, h100, &params, &w).unwrap());
 }
+
+#[test]
+fn disaggregated_correction_multiplies_bounded_and_anchors_its_configuration() {
+    use bud_simulator::batch::{ModelResolver, disagg_analytic, predict_disagg, read_rows};
+    use bud_simulator::gbdt::Gbdt;
+    use bud_simulator::params::{
+        Anchors, Correction, DisaggCorrection, FittedParams, MAX_DISAGG_CORRECTION_LN,
+    };
+    use std::collections::BTreeMap;
+    let csv = "id,backend,model_path,system,precision,mode,isl,osl,prefill_batch_size,prefill_num_workers,prefill_tp_size,decode_batch_size,decode_num_workers,decode_tp_size\n\
+               a,sglang,deepseek-ai/DeepSeek-V3,b200_sxm,fp8,disagg,1024,1024,1,1,8,32,2,8\n\
+               b,sglang,deepseek-ai/DeepSeek-V3,b200_sxm,fp8,disagg,1024,1024,1,1,8,32,4,8\n";
+    let rows = read_rows(csv.as_bytes()).unwrap();
+    let hw = HardwareCatalog::builtin();
+    let mut models = ModelResolver::new(None);
+    let mut params = FittedParams::default();
+    let plain = disagg_analytic(&rows[0], &mut models, hw, &params).unwrap();
+    assert_eq!(
+        (plain.ttft_ms, plain.tpot_ms),
+        predict_disagg(&rows[0], &mut models, hw, &params).unwrap()
+    );
+    // Trees with no splits predict their base: TTFT × 3, TPOT × e^10 bounded to e^3.
+    let constant = |base: f64| Gbdt {
+        base,
+        learning_rate: 0.1,
+        trees: vec![],
+    };
+    let mut disagg = DisaggCorrection {
+        correction: Correction {
+            features: vec![],
+            ttft: Some(constant(3f64.ln())),
+            tpot: Some(constant(10.0)),
+        },
+        anchors: None,
+    };
+    params.disagg = Some(disagg.clone());
+    let (ttft, tpot) = predict_disagg(&rows[0], &mut models, hw, &params).unwrap();
+    assert!(close(ttft, plain.ttft_ms * 3.0, 1e-9));
+    assert!(close(
+        tpot,
+        plain.tpot_ms * MAX_DISAGG_CORRECTION_LN.exp(),
+        1e-9
+    ));
+    // One measured point of the first configuration, where we ask, with prior weight 1:
+    // half its log error; the second configuration (four decode workers) is not anchored.
+    disagg.correction.ttft = None;
+    disagg.correction.tpot = None;
+    disagg.anchors = Some(Anchors {
+        bandwidth: 1.0,
+        prior_weight: 1.0,
+        deployments: BTreeMap::from([(
+            plain.deployment.clone(),
+            vec![[plain.at[0], plain.at[1], plain.at[2], 0.2, 0.8]],
+        )]),
+    });
+    params.disagg = Some(disagg);
+    let (ttft, tpot) = predict_disagg(&rows[0], &mut models, hw, &params).unwrap();
+    assert!(close(ttft, plain.ttft_ms * 0.4f64.exp(), 1e-9));
+    assert!(close(tpot, plain.tpot_ms * 0.1f64.exp(), 1e-9));
+    let other = disagg_analytic(&rows[1], &mut models, hw, &params).unwrap();
+    assert_ne!(other.deployment, plain.deployment);
+    assert_eq!(
+        (other.ttft_ms, other.tpot_ms),
+        predict_disagg(&rows[1], &mut models, hw, &params).unwrap()
+    );
+}
