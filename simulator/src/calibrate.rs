@@ -866,60 +866,70 @@ fn disagg_training_rows(
         .collect()
 }
 
-/// Fit the disaggregated correction ([`crate::params::DisaggCorrection`]) on the training
-/// split's disagg rows: trees on the log errors of the analytic disagg model (TPOT and TTFT
-/// independently), then anchors on what the trees leave.
-pub fn fit_disagg(samples: &[Sample], params: &FittedParams) -> crate::params::DisaggCorrection {
-    use crate::params::{Correction, MAX_DISAGG_CORRECTION_LN as BOUND};
+/// Fit the trees of the disaggregated correction ([`crate::params::DisaggCorrection`]) on the
+/// training split's disagg rows: the log errors of the analytic disagg model, TPOT and TTFT
+/// independently.
+pub fn fit_disagg_trees(samples: &[Sample], params: &FittedParams) -> crate::params::Correction {
     let rows = disagg_training_rows(samples, params);
     let x: Vec<Vec<f64>> = rows.iter().map(|(a, ..)| a.features.clone()).collect();
-    let log_error =
-        |measured: f64, predicted: f64| (measured / predicted).ln().clamp(-BOUND, BOUND);
     let y_tpot: Vec<f64> = rows
         .iter()
-        .map(|(a, _, m)| log_error(*m, a.tpot_ms))
+        .map(|(a, _, m)| disagg_log_error(*m, a.tpot_ms))
         .collect();
     let y_ttft: Vec<f64> = rows
         .iter()
-        .map(|(a, m, _)| log_error(*m, a.ttft_ms))
+        .map(|(a, m, _)| disagg_log_error(*m, a.ttft_ms))
         .collect();
     let cfg = crate::gbdt::GbdtConfig::default();
-    let tpot = crate::gbdt::Gbdt::fit_mape(&x, &y_tpot, cfg);
-    let ttft = crate::gbdt::Gbdt::fit_mape(&x, &y_ttft, cfg);
-    let mut deployments: BTreeMap<String, Vec<[f64; 5]>> = BTreeMap::new();
-    for (i, (a, ..)) in rows.iter().enumerate() {
-        let left = |y: f64, g: &crate::gbdt::Gbdt| {
-            let r = y - g.predict(&x[i]).clamp(-BOUND, BOUND);
-            (r * 1e4).round() / 1e4
-        };
-        deployments.entry(a.deployment.clone()).or_default().push([
-            a.at[0],
-            a.at[1],
-            a.at[2],
-            left(y_tpot[i], &tpot),
-            left(y_ttft[i], &ttft),
-        ]);
-    }
-    crate::params::DisaggCorrection {
-        correction: Correction {
-            features: crate::batch::DISAGG_FEATURES
-                .iter()
-                .map(|f| f.to_string())
-                .collect(),
-            tpot: Some(tpot),
-            ttft: Some(ttft),
-        },
-        anchors: Some(anchors_with_chosen_width(deployments)),
+    crate::params::Correction {
+        features: crate::batch::DISAGG_FEATURES
+            .iter()
+            .map(|f| f.to_string())
+            .collect(),
+        tpot: Some(crate::gbdt::Gbdt::fit_mape(&x, &y_tpot, cfg)),
+        ttft: Some(crate::gbdt::Gbdt::fit_mape(&x, &y_ttft, cfg)),
     }
 }
 
-/// Keep each part of a fitted disaggregated correction only where it beats the model without
-/// it on held-back disagg rows: the TPOT trees, the TTFT trees, then the anchors (kept when
-/// neither TTFT nor TPOT gets worse). Returns the kept parts and a sentence on the choice.
-fn keep_disagg_parts(
+/// Fit the anchors of the disaggregated correction on what `trees` leave of the training
+/// split's disagg rows' log errors, per measured disagg configuration.
+pub fn fit_disagg_anchors(
     samples: &[Sample],
     params: &FittedParams,
-    fitted: crate::params::DisaggCorrection,
+    trees: &crate::params::Correction,
+) -> crate::params::Anchors {
+    use crate::params::MAX_DISAGG_CORRECTION_LN as BOUND;
+    let mut deployments: BTreeMap<String, Vec<[f64; 5]>> = BTreeMap::new();
+    for (a, ttft, tpot) in disagg_training_rows(samples, params) {
+        let left = |y: f64, g: Option<&crate::gbdt::Gbdt>| {
+            let r = y - g.map_or(0.0, |g| g.predict(&a.features).clamp(-BOUND, BOUND));
+            (r * 1e4).round() / 1e4
+        };
+        let point = [
+            a.at[0],
+            a.at[1],
+            a.at[2],
+            left(disagg_log_error(tpot, a.tpot_ms), trees.tpot.as_ref()),
+            left(disagg_log_error(ttft, a.ttft_ms), trees.ttft.as_ref()),
+        ];
+        deployments.entry(a.deployment).or_default().push(point);
+    }
+    anchors_with_chosen_width(deployments)
+}
+
+/// ln(measured / predicted), clamped to the disaggregated correction's bound.
+fn disagg_log_error(measured: f64, predicted: f64) -> f64 {
+    use crate::params::MAX_DISAGG_CORRECTION_LN as BOUND;
+    (measured / predicted).ln().clamp(-BOUND, BOUND)
+}
+
+/// Fit the disaggregated correction and keep each part only where it beats the model without
+/// it on held-back disagg rows: the TPOT trees, the TTFT trees, then anchors on what the kept
+/// trees leave (kept when neither TTFT nor TPOT gets worse). Returns the kept parts (none when
+/// nothing helped) and a sentence on the choice.
+fn fit_and_keep_disagg(
+    samples: &[Sample],
+    params: &FittedParams,
 ) -> (Option<crate::params::DisaggCorrection>, String) {
     use crate::params::{Correction, DisaggCorrection};
     let score = |d: &DisaggCorrection| {
@@ -927,29 +937,29 @@ fn keep_disagg_parts(
         p.disagg = Some(d.clone());
         evaluate_disagg(samples, &p)
     };
-    let none = DisaggCorrection {
+    let fitted = fit_disagg_trees(samples, params);
+    let mut kept = DisaggCorrection {
         correction: Correction {
             tpot: None,
             ttft: None,
-            ..fitted.correction.clone()
+            features: fitted.features.clone(),
         },
         anchors: None,
     };
-    let analytic = score(&none);
-    let mut kept = none.clone();
-    kept.correction.tpot = fitted.correction.tpot.clone();
+    let analytic = score(&kept);
+    kept.correction.tpot = fitted.tpot;
     let with_tpot = score(&kept);
     if with_tpot.tpot_mape >= analytic.tpot_mape {
         kept.correction.tpot = None;
     }
     let base = score(&kept);
-    kept.correction.ttft = fitted.correction.ttft.clone();
+    kept.correction.ttft = fitted.ttft;
     let with_ttft = score(&kept);
     if with_ttft.ttft_mape >= base.ttft_mape {
         kept.correction.ttft = None;
     }
     let trees = score(&kept);
-    kept.anchors = fitted.anchors.clone();
+    kept.anchors = Some(fit_disagg_anchors(samples, params, &kept.correction));
     let anchored = score(&kept);
     if anchored.ttft_mape > trees.ttft_mape || anchored.tpot_mape > trees.tpot_mape {
         kept.anchors = None;
@@ -1057,8 +1067,7 @@ pub fn calibrate(
     if keep_anchors {
         params = anchored;
     }
-    let (disagg, disagg_summary) =
-        keep_disagg_parts(samples, &params, fit_disagg(samples, &params));
+    let (disagg, disagg_summary) = fit_and_keep_disagg(samples, &params);
     params.disagg = disagg;
     let summary = format!("{summary} {disagg_summary}");
     let report = evaluate(samples, &params);
@@ -1076,7 +1085,6 @@ pub fn refit_on_every_row(
     command: &str,
     rounds: usize,
 ) -> FittedParams {
-    use crate::params::Correction;
     let every: Vec<Sample> = samples
         .iter()
         .map(|s| Sample {
@@ -1086,31 +1094,20 @@ pub fn refit_on_every_row(
         .collect();
     let mut params = fit(&every, command, rounds);
     if let Some(kept) = &split.correction {
-        let refit = fit_correction(&every, &params);
-        params.correction = Some(Correction {
-            tpot: refit.tpot.filter(|_| kept.tpot.is_some()),
-            ttft: refit.ttft.filter(|_| kept.ttft.is_some()),
-            features: refit.features,
-        });
+        params.correction = Some(fit_correction(&every, &params).keeping_halves_of(kept));
     }
     if split.anchors.is_some() {
         params.anchors = Some(fit_anchors(&every, &params));
     }
     if let Some(kept) = &split.disagg {
-        let refit = fit_disagg(&every, &params);
+        let trees = fit_disagg_trees(&every, &params).keeping_halves_of(&kept.correction);
+        let anchors = kept
+            .anchors
+            .is_some()
+            .then(|| fit_disagg_anchors(&every, &params, &trees));
         params.disagg = Some(crate::params::DisaggCorrection {
-            correction: crate::params::Correction {
-                tpot: refit
-                    .correction
-                    .tpot
-                    .filter(|_| kept.correction.tpot.is_some()),
-                ttft: refit
-                    .correction
-                    .ttft
-                    .filter(|_| kept.correction.ttft.is_some()),
-                features: refit.correction.features,
-            },
-            anchors: refit.anchors.filter(|_| kept.anchors.is_some()),
+            correction: trees,
+            anchors,
         });
     }
     let rows = every.iter().filter(|s| !s.disagg).count();

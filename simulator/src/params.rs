@@ -371,6 +371,17 @@ pub struct Correction {
     pub ttft: Option<Gbdt>,
 }
 
+impl Correction {
+    /// This correction with only the halves (TPOT, TTFT) that `kept` has.
+    pub fn keeping_halves_of(self, kept: &Correction) -> Correction {
+        Correction {
+            tpot: self.tpot.filter(|_| kept.tpot.is_some()),
+            ttft: self.ttft.filter(|_| kept.ttft.is_some()),
+            features: self.features,
+        }
+    }
+}
+
 impl Default for FittedParams {
     fn default() -> Self {
         let mut engines = BTreeMap::new();
