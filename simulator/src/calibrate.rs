@@ -555,6 +555,8 @@ pub struct AccuracyReport {
     pub train: ErrorStats,
     /// By dimension name → value → stats (held-back agg rows).
     pub by: BTreeMap<String, BTreeMap<String, ErrorStats>>,
+    /// Held-back disagg rows by engine and by GPU.
+    pub disagg_by: BTreeMap<String, BTreeMap<String, ErrorStats>>,
     /// Rows that could not be predicted.
     pub unpredicted: usize,
     /// The data's own noise (see [`interpolation_noise`]).
@@ -597,6 +599,7 @@ pub fn evaluate(samples: &[Sample], params: &FittedParams) -> AccuracyReport {
     let mut disagg = Vec::new();
     let mut train = Vec::new();
     let mut groups: BTreeMap<(String, String), Vec<Pair>> = BTreeMap::new();
+    let mut disagg_groups: BTreeMap<(String, String), Vec<Pair>> = BTreeMap::new();
     for s in samples {
         let Some((ttft, tpot)) = predict_sample(s, params) else {
             if !s.train {
@@ -613,6 +616,12 @@ pub fn evaluate(samples: &[Sample], params: &FittedParams) -> AccuracyReport {
         }
         if s.disagg {
             disagg.push(t);
+            for (dim, val) in [("engine", &s.key), ("gpu", &s.cfg.accelerator)] {
+                disagg_groups
+                    .entry((dim.to_string(), val.clone()))
+                    .or_default()
+                    .push(t);
+            }
             continue;
         }
         held.push(t);
@@ -656,6 +665,13 @@ pub fn evaluate(samples: &[Sample], params: &FittedParams) -> AccuracyReport {
         .collect();
     for ((dim, val), v) in groups {
         report.by.entry(dim).or_default().insert(val, stats(&v));
+    }
+    for ((dim, val), v) in disagg_groups {
+        report
+            .disagg_by
+            .entry(dim)
+            .or_default()
+            .insert(val, stats(&v));
     }
     report
 }
@@ -708,6 +724,19 @@ impl AccuracyReport {
             let _ = writeln!(
                 s,
                 "\nHeld-back agg rows by {dim}:\n\n| {dim} | rows | TTFT MAPE % | TPOT MAPE % |\n|---|---:|---:|---:|"
+            );
+            for (val, st) in groups {
+                let _ = writeln!(
+                    s,
+                    "| {val} | {} | {:.1} | {:.1} |",
+                    st.n, st.ttft_mape, st.tpot_mape
+                );
+            }
+        }
+        for (dim, groups) in &self.disagg_by {
+            let _ = writeln!(
+                s,
+                "\nHeld-back disagg rows by {dim}:\n\n| {dim} | rows | TTFT MAPE % | TPOT MAPE % |\n|---|---:|---:|---:|"
             );
             for (val, st) in groups {
                 let _ = writeln!(
