@@ -721,30 +721,10 @@ impl AccuracyReport {
                 }
                 continue;
             }
-            let _ = writeln!(
-                s,
-                "\nHeld-back agg rows by {dim}:\n\n| {dim} | rows | TTFT MAPE % | TPOT MAPE % |\n|---|---:|---:|---:|"
-            );
-            for (val, st) in groups {
-                let _ = writeln!(
-                    s,
-                    "| {val} | {} | {:.1} | {:.1} |",
-                    st.n, st.ttft_mape, st.tpot_mape
-                );
-            }
+            write_group_table(&mut s, "agg", dim, groups);
         }
         for (dim, groups) in &self.disagg_by {
-            let _ = writeln!(
-                s,
-                "\nHeld-back disagg rows by {dim}:\n\n| {dim} | rows | TTFT MAPE % | TPOT MAPE % |\n|---|---:|---:|---:|"
-            );
-            for (val, st) in groups {
-                let _ = writeln!(
-                    s,
-                    "| {val} | {} | {:.1} | {:.1} |",
-                    st.n, st.ttft_mape, st.tpot_mape
-                );
-            }
+            write_group_table(&mut s, "disagg", dim, groups);
         }
         if self.unpredicted > 0 {
             let _ = writeln!(
@@ -754,6 +734,21 @@ impl AccuracyReport {
             );
         }
         s
+    }
+}
+
+/// One "Held-back {mode} rows by {dim}" table of an [`AccuracyReport`].
+fn write_group_table(s: &mut String, mode: &str, dim: &str, groups: &BTreeMap<String, ErrorStats>) {
+    let _ = writeln!(
+        s,
+        "\nHeld-back {mode} rows by {dim}:\n\n| {dim} | rows | TTFT MAPE % | TPOT MAPE % |\n|---|---:|---:|---:|"
+    );
+    for (val, st) in groups {
+        let _ = writeln!(
+            s,
+            "| {val} | {} | {:.1} | {:.1} |",
+            st.n, st.ttft_mape, st.tpot_mape
+        );
     }
 }
 
