@@ -1136,23 +1136,12 @@ pub fn refit_on_every_row(
     }
     let rows = every.iter().filter(|s| !s.disagg).count();
     params.fitted_on_every_row = true;
+    let verdict = |kept: bool| if kept { "kept" } else { "left out" };
     params.notes = format!(
         "fitted on all {rows} agg rows, held-back ones included, with the choices of the split fit (learned correction: TPOT {}, TTFT {}; anchors {}); its held-back figures describe this model: {}",
-        if split.correction.as_ref().is_some_and(|c| c.tpot.is_some()) {
-            "kept"
-        } else {
-            "left out"
-        },
-        if split.correction.as_ref().is_some_and(|c| c.ttft.is_some()) {
-            "kept"
-        } else {
-            "left out"
-        },
-        if split.anchors.is_some() {
-            "kept"
-        } else {
-            "left out"
-        },
+        verdict(split.correction.as_ref().is_some_and(|c| c.tpot.is_some())),
+        verdict(split.correction.as_ref().is_some_and(|c| c.ttft.is_some())),
+        verdict(split.anchors.is_some()),
         split.notes
     );
     params

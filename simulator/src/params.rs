@@ -3,9 +3,10 @@
 //! `bud-sim calibrate` (the command line is recorded in each file) writes two sets:
 //! `data/fitted_params_split.json`, fitted on the training split only, which every held-back
 //! accuracy figure is computed from, and `data/fitted_params.json`, refitted on every row with
-//! the choices the split fit made, which the simulator ships and predicts with. Parameters are kept per engine (and per engine on CPUs);
-//! a per-accelerator scale absorbs software maturity differences between GPU generations, and
-//! per-release multipliers the differences between releases of one engine.
+//! the choices the split fit made, which the simulator ships and predicts with. Parameters are
+//! kept per engine (and per engine on CPUs); a per-accelerator scale absorbs software maturity
+//! differences between GPU generations, and per-release multipliers the differences between
+//! releases of one engine.
 
 use crate::gbdt::Gbdt;
 use serde::{Deserialize, Serialize};
