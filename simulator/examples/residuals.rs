@@ -1,9 +1,10 @@
 //! Dump per-row predictions of a parameter file (analytic and corrected) as CSV, with the
 //! analytic model's parts (prefill alone and as added batch work, decode step, running
 //! requests, KV capacity, queue wait; ms) and the correction's features, for residual analysis:
-//! `cargo run --release -p bud-simulator --example residuals -- DATA PARAMS`.
+//! `cargo run --release -p bud-simulator --example residuals -- DATA [PARAMS]` (default: the
+//! training-split parameters in DATA, so held-back rows are rows the fit did not see).
 
-use bud_simulator::calibrate::{load_samples, predict_sample};
+use bud_simulator::calibrate::{SPLIT_PARAMS_FILE, load_samples, predict_sample};
 use bud_simulator::hardware::HardwareCatalog;
 use bud_simulator::params::FittedParams;
 use bud_simulator::perf::Resolved;
@@ -12,12 +13,13 @@ use std::path::Path;
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let data = args.get(1).map(String::as_str).unwrap_or("simulator/data");
-    let params = args.get(2).map(String::as_str);
-    let params: FittedParams = match params {
-        Some(p) => serde_json::from_str(&std::fs::read_to_string(p).expect("read params"))
-            .expect("parse params"),
-        None => FittedParams::builtin().clone(),
-    };
+    let path = args
+        .get(2)
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| Path::new(data).join(SPLIT_PARAMS_FILE));
+    let params: FittedParams =
+        serde_json::from_str(&std::fs::read_to_string(&path).expect("read params"))
+            .expect("parse params");
     let mut analytic = params.clone();
     analytic.correction = None;
     let samples = load_samples(Path::new(data)).expect("load samples");

@@ -26,6 +26,8 @@ pub const HELD_BACK_MODELS: &[&str] = &[
 ];
 /// Share of the remaining rows held back, percent.
 pub const HELD_BACK_PERCENT: u64 = 20;
+/// The training-split parameters' file name in the data directory (what accuracy is scored on).
+pub const SPLIT_PARAMS_FILE: &str = "fitted_params_split.json";
 
 /// One measured point, resolved.
 #[derive(Debug, Clone)]

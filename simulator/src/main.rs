@@ -1,7 +1,9 @@
 //! `bud-sim`: a thin command line over the `bud_simulator` library.
 
 use bud_simulator::batch::predict_csv;
-use bud_simulator::calibrate::{calibrate, evaluate, load_samples, refit_on_every_row};
+use bud_simulator::calibrate::{
+    SPLIT_PARAMS_FILE, calibrate, evaluate, load_samples, refit_on_every_row,
+};
 use bud_simulator::hardware::HardwareCatalog;
 use bud_simulator::model::{ModelCatalog, ModelSpec};
 use bud_simulator::params::FittedParams;
@@ -517,14 +519,13 @@ fn run(cli: Cli) -> Result<(), String> {
             Ok(())
         }
         Command::Accuracy { data, params } => {
-            let params = load_params(Some(
-                &params.unwrap_or_else(|| data.join("fitted_params_split.json")),
-            ))?;
+            let split = data.join(SPLIT_PARAMS_FILE);
+            let params = load_params(Some(params.as_ref().unwrap_or(&split)))?;
             let samples = load_samples(&data).map_err(|e| e.to_string())?;
             if params.fitted_on_every_row {
                 println!(
                     "Note: these parameters were fitted on every row, the held-back ones included, so the figures below are training error, not a score (score {}).\n",
-                    data.join("fitted_params_split.json").display()
+                    split.display()
                 );
             }
             println!("{}", evaluate(&samples, &params).to_markdown());

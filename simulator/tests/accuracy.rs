@@ -7,7 +7,7 @@
 //! regressions from the committed figures instead.
 
 use bud_simulator::batch::ScenarioRow;
-use bud_simulator::calibrate::{evaluate, is_held_back, load_samples};
+use bud_simulator::calibrate::{SPLIT_PARAMS_FILE, evaluate, is_held_back, load_samples};
 use bud_simulator::params::FittedParams;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -20,7 +20,7 @@ const DISAGG_TTFT_MAPE_MAX: f64 = 45.0;
 const DISAGG_TPOT_MAPE_MAX: f64 = 31.0;
 
 fn split_params(data: &Path) -> FittedParams {
-    let text = std::fs::read_to_string(data.join("fitted_params_split.json")).unwrap();
+    let text = std::fs::read_to_string(data.join(SPLIT_PARAMS_FILE)).unwrap();
     serde_json::from_str(&text).unwrap()
 }
 
