@@ -335,6 +335,9 @@ pub struct RowPrediction {
     pub tokens_per_s: Option<f64>,
     /// Largest KV concurrency.
     pub max_concurrency: Option<u32>,
+    /// The calibration data measured this deployment and the prediction leans on it
+    /// ([`crate::perf::Prediction::measured_deployment`]); `None` without a prediction.
+    pub measured_deployment: Option<bool>,
     /// Why the row has no prediction (empty when it has one).
     pub reason: String,
 }
@@ -348,14 +351,15 @@ pub fn predict_row(
 ) -> Result<RowPrediction> {
     let wl = row.workload()?;
     if row.is_disagg() {
-        let (ttft, tpot) = predict_disagg(row, models, hw, params)?;
+        let p = predict_disagg(row, models, hw, params)?;
         return Ok(RowPrediction {
             id: row.id().to_string(),
-            ttft_ms: Some(ttft),
-            tpot_ms: Some(tpot),
-            e2e_ms: Some(ttft + tpot * (wl.output_tokens as f64 - 1.0)),
+            ttft_ms: Some(p.ttft_ms),
+            tpot_ms: Some(p.tpot_ms),
+            e2e_ms: Some(p.ttft_ms + p.tpot_ms * (wl.output_tokens as f64 - 1.0)),
             tokens_per_s: None,
             max_concurrency: None,
+            measured_deployment: Some(p.measured_deployment),
             reason: String::new(),
         });
     }
@@ -373,6 +377,7 @@ pub fn predict_row(
         e2e_ms: Some(p.e2e_ms),
         tokens_per_s: Some(p.tokens_per_s),
         max_concurrency: Some(p.max_concurrency),
+        measured_deployment: Some(p.measured_deployment),
         reason: String::new(),
     })
 }
@@ -387,9 +392,10 @@ pub fn predict_disagg(
     models: &mut ModelResolver,
     hw: &HardwareCatalog,
     params: &FittedParams,
-) -> Result<(f64, f64)> {
+) -> Result<DisaggPrediction> {
     let a = disagg_analytic(row, models, hw, params)?;
     let (mut ttft, mut tpot) = (a.ttft_ms, a.tpot_ms);
+    let mut measured_deployment = false;
     if let Some(d) = &params.disagg {
         let bound = crate::params::MAX_DISAGG_CORRECTION_LN;
         if let Some(g) = &d.correction.tpot {
@@ -404,9 +410,25 @@ pub fn predict_disagg(
             let (t, f) = anchors.adjust(points, a.at);
             tpot *= t.exp();
             ttft *= f.exp();
+            measured_deployment = true;
         }
     }
-    Ok((ttft, tpot))
+    Ok(DisaggPrediction {
+        ttft_ms: ttft,
+        tpot_ms: tpot,
+        measured_deployment,
+    })
+}
+
+/// A disaggregated row's prediction.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DisaggPrediction {
+    /// TTFT, ms.
+    pub ttft_ms: f64,
+    /// TPOT, ms.
+    pub tpot_ms: f64,
+    /// The calibration data measured this disagg configuration and the prediction leans on it.
+    pub measured_deployment: bool,
 }
 
 /// Features of the disaggregated correction, in order (see [`disagg_analytic`]).
@@ -527,7 +549,10 @@ pub fn disagg_analytic(
     })
 }
 
-/// Predict every row of `input` and write `id,ttft_ms,tpot_ms,e2e_ms,tokens_per_s,max_concurrency,reason`.
+/// Predict every row of `input` and write
+/// `id,ttft_ms,tpot_ms,e2e_ms,tokens_per_s,max_concurrency,basis,reason`; `basis` is
+/// `measured deployment` where the calibration data measured the row's deployment and the
+/// prediction leans on it, `model` where the model alone predicts it.
 /// Returns (predicted, failed) counts.
 pub fn predict_csv<R: Read, W: Write>(
     input: R,
@@ -547,6 +572,7 @@ pub fn predict_csv<R: Read, W: Write>(
         "e2e_ms",
         "tokens_per_s",
         "max_concurrency",
+        "basis",
         "reason",
     ])
     .map_err(io)?;
@@ -560,6 +586,7 @@ pub fn predict_csv<R: Read, W: Write>(
             e2e_ms: None,
             tokens_per_s: None,
             max_concurrency: None,
+            measured_deployment: None,
             reason: e.to_string(),
         });
         if pred.reason.is_empty() {
@@ -576,6 +603,11 @@ pub fn predict_csv<R: Read, W: Write>(
             pred.max_concurrency
                 .map(|c| c.to_string())
                 .unwrap_or_default(),
+            match pred.measured_deployment {
+                Some(true) => "measured deployment".to_string(),
+                Some(false) => "model".to_string(),
+                None => String::new(),
+            },
             pred.reason.replace(['\n', '\r'], " "),
         ])
         .map_err(io)?;

@@ -198,6 +198,7 @@ pub fn predict_sample(s: &Sample, params: &FittedParams) -> Option<(f64, f64)> {
         let mut models = ModelResolver::new(None);
         return crate::batch::predict_disagg(&s.row, &mut models, hw, params)
             .ok()
+            .map(|p| (p.ttft_ms, p.tpot_ms))
             .or_else(|| {
                 let acc = hw.get(&s.cfg.accelerator).ok()?;
                 let r = Resolved::new(&s.cfg, &s.model, acc, params).ok()?;

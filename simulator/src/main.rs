@@ -629,7 +629,7 @@ fn bench_request() -> PlanRequest {
 
 fn print_plan(r: &PlanResult) {
     println!(
-        "{:<4} {:<12} {:<10} {:>4} {:>4} {:>3} {:>3} {:<5} {:<9} {:>6} {:>9} {:>8} {:>10} {:>9} {:<2}",
+        "{:<4} {:<12} {:<10} {:>4} {:>4} {:>3} {:>3} {:<5} {:<9} {:>6} {:>9} {:>8} {:>10} {:>9} {:<2} {:<2}",
         "rank",
         "accelerator",
         "cluster",
@@ -644,11 +644,12 @@ fn print_plan(r: &PlanResult) {
         "tpot_ms",
         "tok/s",
         "$/hour",
-        "P"
+        "P",
+        "M"
     );
     for x in &r.recommendations {
         println!(
-            "{:<4} {:<12} {:<10} {:>4} {:>4} {:>3} {:>3} {:<5} {:<9} {:>6} {:>9.0} {:>8.1} {:>10.0} {:>9.2} {:<2}",
+            "{:<4} {:<12} {:<10} {:>4} {:>4} {:>3} {:>3} {:<5} {:<9} {:>6} {:>9.0} {:>8.1} {:>10.0} {:>9.2} {:<2} {:<2}",
             x.rank,
             x.accelerator,
             x.cluster.clone().unwrap_or_default(),
@@ -663,11 +664,20 @@ fn print_plan(r: &PlanResult) {
             x.prediction.tpot_ms,
             x.total_tokens_per_s,
             x.cost_per_hour,
-            if x.pareto_optimal { "*" } else { "" }
+            if x.pareto_optimal { "*" } else { "" },
+            if x.prediction.measured_deployment {
+                "m"
+            } else {
+                ""
+            }
         );
     }
     if r.recommendations.is_empty() {
         println!("no configuration meets the request");
+    } else {
+        println!(
+            "P: * on the Pareto front. M: m where the calibration data measured this deployment (the prediction leans on the measurements)."
+        );
     }
     println!(
         "\nsearch: {}, evaluated {} candidates",

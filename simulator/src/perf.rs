@@ -170,6 +170,12 @@ pub struct Prediction {
     pub devices: u32,
     /// Memory per device.
     pub memory: MemoryBreakdown,
+    /// The calibration data measured this very deployment (model, device, engine, precisions
+    /// and parallel layout) at some lengths and concurrencies, and the prediction leans on
+    /// those measurements ([`Anchors`]). Held-back error on such deployments is about 16 %
+    /// TTFT and 10 % TPOT; on deployments never measured, about 37 % and 16 %.
+    #[serde(default)]
+    pub measured_deployment: bool,
 }
 
 /// Resolved inputs of the model: everything looked up and defaulted.
@@ -788,6 +794,7 @@ impl<'a> Resolved<'a> {
             bottleneck: bottleneck.to_string(),
             devices: (self.tp * self.pp * self.dp) as u32,
             memory,
+            measured_deployment: correct && self.anchors.is_some(),
         };
         Ok((prediction, features))
     }

@@ -406,8 +406,10 @@ fn anchors_average_nearby_measurements_of_the_same_deployment() {
     let shift: f64 = 0.3 / (1.0 + 0.5);
     assert!(close(anchored.tpot_ms, plain.tpot_ms * shift.exp(), 1e-9));
     assert!(anchored.ttft_ms < plain.ttft_ms);
+    assert!(anchored.measured_deployment && !plain.measured_deployment);
     cfg.tp = 4;
     let other = predict_with(&cfg, m, h100, &params, &w).unwrap();
+    assert!(!other.measured_deployment);
     params.anchors = None;
     assert_eq!(other, predict_with(&cfg, m, h100, &params, &w).unwrap());
 }
@@ -428,10 +430,12 @@ fn disaggregated_correction_multiplies_bounded_and_anchors_its_configuration() {
     let mut models = ModelResolver::new(None);
     let mut params = FittedParams::default();
     let plain = disagg_analytic(&rows[0], &mut models, hw, &params).unwrap();
+    let predicted = predict_disagg(&rows[0], &mut models, hw, &params).unwrap();
     assert_eq!(
         (plain.ttft_ms, plain.tpot_ms),
-        predict_disagg(&rows[0], &mut models, hw, &params).unwrap()
+        (predicted.ttft_ms, predicted.tpot_ms)
     );
+    assert!(!predicted.measured_deployment);
     // Trees with no splits predict their base: TTFT × 3, TPOT × e^10 bounded to e^3.
     let constant = |base: f64| Gbdt {
         base,
@@ -447,13 +451,11 @@ fn disaggregated_correction_multiplies_bounded_and_anchors_its_configuration() {
         anchors: None,
     };
     params.disagg = Some(disagg.clone());
-    let (ttft, tpot) = predict_disagg(&rows[0], &mut models, hw, &params).unwrap();
-    assert!(close(ttft, plain.ttft_ms * 3.0, 1e-9));
-    assert!(close(
-        tpot,
-        plain.tpot_ms * MAX_DISAGG_CORRECTION_LN.exp(),
-        1e-9
-    ));
+    let p = predict_disagg(&rows[0], &mut models, hw, &params).unwrap();
+    assert!(close(p.ttft_ms, plain.ttft_ms * 3.0, 1e-9));
+    let bounded = plain.tpot_ms * MAX_DISAGG_CORRECTION_LN.exp();
+    assert!(close(p.tpot_ms, bounded, 1e-9));
+    assert!(!p.measured_deployment);
     // One measured point of the first configuration, where we ask, with prior weight 1:
     // half its log error; the second configuration (four decode workers) is not anchored.
     disagg.correction.ttft = None;
@@ -467,13 +469,13 @@ fn disaggregated_correction_multiplies_bounded_and_anchors_its_configuration() {
         )]),
     });
     params.disagg = Some(disagg);
-    let (ttft, tpot) = predict_disagg(&rows[0], &mut models, hw, &params).unwrap();
-    assert!(close(ttft, plain.ttft_ms * 0.4f64.exp(), 1e-9));
-    assert!(close(tpot, plain.tpot_ms * 0.1f64.exp(), 1e-9));
+    let p = predict_disagg(&rows[0], &mut models, hw, &params).unwrap();
+    assert!(close(p.ttft_ms, plain.ttft_ms * 0.4f64.exp(), 1e-9));
+    assert!(close(p.tpot_ms, plain.tpot_ms * 0.1f64.exp(), 1e-9));
+    assert!(p.measured_deployment);
     let other = disagg_analytic(&rows[1], &mut models, hw, &params).unwrap();
     assert_ne!(other.deployment, plain.deployment);
-    assert_eq!(
-        (other.ttft_ms, other.tpot_ms),
-        predict_disagg(&rows[1], &mut models, hw, &params).unwrap()
-    );
+    let p = predict_disagg(&rows[1], &mut models, hw, &params).unwrap();
+    assert_eq!((other.ttft_ms, other.tpot_ms), (p.ttft_ms, p.tpot_ms));
+    assert!(!p.measured_deployment);
 }
