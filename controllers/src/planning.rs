@@ -224,7 +224,18 @@ pub fn predicted_metrics(rec: &Recommendation) -> PredictedMetrics {
         requests_per_second: Some(decimal(p.requests_per_s * f64::from(rec.replicas), 2)),
         max_concurrency_per_replica: Some(i64::from(p.max_concurrency)),
         cost_per_hour: Some(decimal(rec.cost_per_hour, 2)),
+        basis: Some(prediction_basis(p)),
     }
+}
+
+/// [`bud_crds::common::PredictedMetrics::basis`] of a prediction.
+pub fn prediction_basis(p: &bud_simulator::Prediction) -> String {
+    if p.measured_deployment {
+        "MeasuredDeployment"
+    } else {
+        "Model"
+    }
+    .to_string()
 }
 
 /// A simulator recommendation as the API shows it.
@@ -405,6 +416,8 @@ mod tests {
         assert_eq!(best.cluster.as_deref(), Some("a"));
         assert_eq!(best.rank, 1);
         assert!(best.predicted.cost_per_hour.is_some());
+        // Qwen3-8B was never measured on these GPUs: the model alone predicts it.
+        assert_eq!(best.predicted.basis.as_deref(), Some("Model"));
         assert!(describe(&best).contains(&best.accelerator));
     }
 

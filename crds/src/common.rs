@@ -195,6 +195,12 @@ pub struct PredictedMetrics {
     /// Price of the hardware per hour over all replicas, in US dollars.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cost_per_hour: Option<String>,
+    /// What the prediction rests on: `MeasuredDeployment` when the simulator's calibration
+    /// data measured this very deployment (model, accelerator, engine, precisions and parallel
+    /// layout) and the prediction leans on those measurements; `Model` when the performance
+    /// model alone predicts it, with larger errors (see the simulator's accuracy report).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub basis: Option<String>,
 }
 
 /// A validated local object name (a DNS-1123 subdomain).

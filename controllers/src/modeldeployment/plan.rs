@@ -298,6 +298,7 @@ fn decide_explicit(md: &ModelDeployment, clusters: &[Arc<BudCluster>]) -> Decisi
                     )),
                     max_concurrency_per_replica: Some(i64::from(prediction.max_concurrency)),
                     cost_per_hour: None,
+                    basis: Some(planning::prediction_basis(&prediction)),
                 });
             }
             Err(err) => return hold("InvalidPlacement", format!("spec.placement: {err}")),
