@@ -159,6 +159,18 @@ async fn quickstart(
         best["replicas"].as_i64().unwrap(),
         "replicas"
     );
+    // The prediction's basis survives the API server's structural schema (which prunes
+    // unknown status fields) and matches the CLI's.
+    let basis = if best["prediction"]["measuredDeployment"].as_bool().unwrap() {
+        "MeasuredDeployment"
+    } else {
+        "Model"
+    };
+    assert_eq!(
+        selected.predicted.as_ref().and_then(|p| p.basis.as_deref()),
+        Some(basis),
+        "basis: {selected:?}"
+    );
     assert_eq!(status.ready_replicas, selected.replicas);
     assert!(
         status
