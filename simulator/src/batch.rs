@@ -541,11 +541,7 @@ pub fn disagg_analytic(
         tpot_ms,
         features,
         deployment,
-        at: [
-            (isl.log2() * 1e4).round() / 1e4,
-            (osl.log2() * 1e4).round() / 1e4,
-            (log2(wl.concurrency) * 1e4).round() / 1e4,
-        ],
+        at: crate::params::Anchors::at(wl.input_tokens, wl.output_tokens, wl.concurrency),
     })
 }
 

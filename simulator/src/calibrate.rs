@@ -826,14 +826,14 @@ pub fn fit_anchors(samples: &[Sample], params: &FittedParams) -> crate::params::
             continue;
         };
         let w = &s.workload;
-        let round = |x: f64| (x * 1e4).round() / 1e4;
-        deployments.entry(r.deployment).or_default().push([
-            round((w.input_tokens as f64).log2()),
-            round((w.output_tokens as f64).log2()),
-            round((w.concurrency as f64).log2()),
-            round((s.tpot_ms / tpot).ln().clamp(-2.0, 2.0)),
-            round((s.ttft_ms / ttft).ln().clamp(-2.0, 2.0)),
-        ]);
+        deployments
+            .entry(r.deployment)
+            .or_default()
+            .push(crate::params::Anchors::point(
+                crate::params::Anchors::at(w.input_tokens, w.output_tokens, w.concurrency),
+                (s.tpot_ms / tpot).ln().clamp(-2.0, 2.0),
+                (s.ttft_ms / ttft).ln().clamp(-2.0, 2.0),
+            ));
     }
     anchors_with_chosen_width(deployments)
 }
@@ -929,16 +929,13 @@ pub fn fit_disagg_anchors(
     let mut deployments: BTreeMap<String, Vec<[f64; 5]>> = BTreeMap::new();
     for (a, ttft, tpot) in disagg_training_rows(samples, params) {
         let left = |y: f64, g: Option<&crate::gbdt::Gbdt>| {
-            let r = y - g.map_or(0.0, |g| g.predict(&a.features).clamp(-BOUND, BOUND));
-            (r * 1e4).round() / 1e4
+            y - g.map_or(0.0, |g| g.predict(&a.features).clamp(-BOUND, BOUND))
         };
-        let point = [
-            a.at[0],
-            a.at[1],
-            a.at[2],
+        let point = crate::params::Anchors::point(
+            a.at,
             left(disagg_log_error(tpot, a.tpot_ms), trees.tpot.as_ref()),
             left(disagg_log_error(ttft, a.ttft_ms), trees.ttft.as_ref()),
-        ];
+        );
         deployments.entry(a.deployment).or_default().push(point);
     }
     anchors_with_chosen_width(deployments)

@@ -293,6 +293,19 @@ impl Anchors {
         )
     }
 
+    /// Where a workload sits among a deployment's points: log2 of input tokens, output
+    /// tokens and concurrency (users).
+    pub fn at(input_tokens: u32, output_tokens: u32, concurrency: u32) -> [f64; 3] {
+        [input_tokens, output_tokens, concurrency].map(|x| f64::from(x.max(1)).log2())
+    }
+
+    /// A measured point as stored: where it was measured ([`Anchors::at`]) and its remaining
+    /// log errors of TPOT and TTFT, rounded to 1e-4 to keep the parameter file small.
+    pub fn point(at: [f64; 3], tpot_log_error: f64, ttft_log_error: f64) -> [f64; 5] {
+        let [input, output, users] = at;
+        [input, output, users, tpot_log_error, ttft_log_error].map(|x| (x * 1e4).round() / 1e4)
+    }
+
     /// Log-error adjustments (TPOT, TTFT) at a point of a deployment's measurements.
     pub fn adjust(&self, points: &[[f64; 5]], at: [f64; 3]) -> (f64, f64) {
         self.adjust_except(points, at, false)

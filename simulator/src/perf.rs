@@ -756,7 +756,7 @@ impl<'a> Resolved<'a> {
         let (anchor_tpot, anchor_ttft) = match self.anchors {
             Some((a, points)) if correct => a.adjust(
                 points,
-                [isl.log2(), osl.log2(), (w.concurrency as f64).log2()],
+                Anchors::at(w.input_tokens, w.output_tokens, w.concurrency),
             ),
             _ => (0.0, 0.0),
         };
