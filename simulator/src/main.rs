@@ -28,14 +28,19 @@ struct Cli {
 
 #[derive(Clone, Copy, ValueEnum)]
 enum ObjectiveArg {
+    /// The cheapest configurations per hour that meet the SLO.
     LowestCost,
+    /// The most output tokens/s per dollar among configurations that meet the SLO.
     ThroughputPerDollar,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
 enum SearchArg {
+    /// Exhaustive for normal spaces, NSGA-II for very large ones.
     Auto,
+    /// Every candidate, with pruning.
     Exhaustive,
+    /// Seeded NSGA-II.
     Genetic,
 }
 
@@ -52,24 +57,31 @@ enum Command {
         /// A config.json for a model not in the catalog.
         #[arg(long)]
         model_config: Option<PathBuf>,
+        /// Input (prompt) tokens per request (default 1024).
         #[arg(long)]
         input_tokens: Option<u32>,
+        /// Output tokens per request (default 256).
         #[arg(long)]
         output_tokens: Option<u32>,
-        /// Total concurrent users.
+        /// Total concurrent users (default 16).
         #[arg(long)]
         concurrency: Option<u32>,
+        /// SLO: largest mean time to first token, ms.
         #[arg(long)]
         ttft_ms: Option<f64>,
+        /// SLO: largest mean time per output token, ms.
         #[arg(long)]
         tpot_ms: Option<f64>,
+        /// SLO: largest mean end-to-end latency, ms.
         #[arg(long)]
         e2e_ms: Option<f64>,
+        /// SLO: smallest output tokens/s per user.
         #[arg(long)]
         min_tokens_per_user: Option<f64>,
         /// Candidate pool `ACCELERATOR:COUNT[:PRICE_PER_HOUR[:CLUSTER]]`, repeatable.
         #[arg(long = "pool")]
         pools: Vec<String>,
+        /// What to rank by (default lowest-cost).
         #[arg(long, value_enum)]
         objective: Option<ObjectiveArg>,
         /// Allowed engine, repeatable (vllm, sglang, trtllm, llamacpp).
@@ -78,10 +90,14 @@ enum Command {
         /// Allowed precision, repeatable (bf16, fp8, int4, fp4).
         #[arg(long = "precision")]
         precisions: Vec<String>,
+        /// Configurations to list (default 10).
         #[arg(long)]
         max_results: Option<usize>,
+        /// Search strategy (default auto: exhaustive up to 200,000 candidate shapes, NSGA-II
+        /// above).
         #[arg(long, value_enum)]
         search: Option<SearchArg>,
+        /// Seed of the NSGA-II search (default 42); the same seed gives the same plan.
         #[arg(long)]
         seed: Option<u64>,
         /// Print JSON instead of a table.
@@ -90,11 +106,13 @@ enum Command {
     },
     /// Predict TTFT/TPOT for every row of a scenarios CSV.
     Predict {
+        /// Scenarios CSV with the columns of calibration.csv (the measured ones may be absent).
         #[arg(long)]
         input: PathBuf,
         /// Directory with `<org>--<name>_config.json` files (falls back to the built-in catalog).
         #[arg(long)]
         models_dir: Option<PathBuf>,
+        /// Where to write `id,ttft_ms,tpot_ms,...` (one row per input row).
         #[arg(long)]
         output: PathBuf,
         /// Fitted parameters (default: the committed ones).
@@ -118,6 +136,7 @@ enum Command {
         /// Also write the held-back accuracy report (Markdown) here.
         #[arg(long)]
         report: Option<PathBuf>,
+        /// Coordinate-descent rounds of the analytic parameters' fit (per engine).
         #[arg(long, default_value_t = 30)]
         rounds: usize,
         /// Never keep the learned correction, even when it beats the analytic model.
@@ -126,6 +145,7 @@ enum Command {
     },
     /// Print the held-back accuracy report of a parameter set.
     Accuracy {
+        /// Directory with calibration.csv, models/ and the CPU measurement files.
         #[arg(long, default_value = "simulator/data")]
         data: PathBuf,
         /// Parameters to score (default: DATA/fitted_params_split.json, the training-split fit;
@@ -135,6 +155,7 @@ enum Command {
     },
     /// Time the search: a 70B model over a six-accelerator inventory.
     BenchPlan {
+        /// Timed runs (the report gives their median and spread).
         #[arg(long, default_value_t = 20)]
         iterations: u32,
         /// Force the NSGA-II search instead of the exhaustive one.
@@ -159,21 +180,29 @@ struct ServeArgs {
     /// Names the server answers to (default: --model).
     #[arg(long = "served-model-name", num_args = 1..)]
     served_model_name: Vec<String>,
+    /// GPUs each layer is split over (vLLM's --tensor-parallel-size).
     #[arg(long = "tensor-parallel-size", short = 't', default_value_t = 1)]
     tensor_parallel_size: u32,
+    /// Pipeline stages (vLLM's --pipeline-parallel-size).
     #[arg(long = "pipeline-parallel-size", default_value_t = 1)]
     pipeline_parallel_size: u32,
+    /// Largest number of requests decoded together; the rest wait (vLLM's --max-num-seqs).
     #[arg(long = "max-num-seqs", default_value_t = 256)]
     max_num_seqs: u32,
+    /// Longest prompt plus completion, tokens (default: the model's context, at most 32,768,
+    /// lowered with a warning to what the KV cache holds).
     #[arg(long = "max-model-len")]
     max_model_len: Option<u32>,
+    /// Share of GPU memory the engine may use (vLLM's --gpu-memory-utilization).
     #[arg(long = "gpu-memory-utilization")]
     gpu_memory_utilization: Option<f64>,
     /// Weight precision (vLLM's --quantization / --dtype): bf16, fp8, int4, fp4.
     #[arg(long = "quantization")]
     quantization: Option<String>,
+    /// Address to listen on.
     #[arg(long, default_value = "0.0.0.0")]
     host: String,
+    /// Port to listen on.
     #[arg(long, default_value_t = 8000)]
     port: u16,
     /// Accelerator id or node label value (e.g. NVIDIA-H100-80GB-HBM3).
@@ -191,6 +220,7 @@ struct ServeArgs {
     /// Seconds before /health turns 200 (wall clock, not scaled).
     #[arg(long = "slow-start-secs", default_value_t = 0.0)]
     slow_start_secs: f64,
+    /// Seed of which requests fail under --error-rate; the same seed fails the same requests.
     #[arg(long, default_value_t = 1)]
     seed: u64,
 }
