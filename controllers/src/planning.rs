@@ -214,28 +214,37 @@ fn product_of(rec: &Recommendation, pools: &[CandidatePool]) -> String {
 
 /// Predicted metrics of a recommendation over all its replicas.
 pub fn predicted_metrics(rec: &Recommendation) -> PredictedMetrics {
-    let p = &rec.prediction;
+    PredictedMetrics {
+        total_tokens_per_second: Some(decimal(rec.total_tokens_per_s, 0)),
+        cost_per_hour: Some(decimal(rec.cost_per_hour, 2)),
+        ..prediction_metrics(&rec.prediction, rec.replicas)
+    }
+}
+
+/// Predicted metrics of one replica's prediction over `replicas` replicas, with what the
+/// prediction rests on and how far to trust it (no cost: that needs the pool's price).
+pub fn prediction_metrics(p: &bud_simulator::Prediction, replicas: u32) -> PredictedMetrics {
+    let replicas = f64::from(replicas);
     PredictedMetrics {
         ttft_ms: Some(decimal(p.ttft_ms, 1)),
         tpot_ms: Some(decimal(p.tpot_ms, 2)),
         e2e_latency_ms: Some(decimal(p.e2e_ms, 0)),
         tokens_per_second_per_user: Some(decimal(p.tokens_per_s_per_user, 1)),
-        total_tokens_per_second: Some(decimal(rec.total_tokens_per_s, 0)),
-        requests_per_second: Some(decimal(p.requests_per_s * f64::from(rec.replicas), 2)),
+        total_tokens_per_second: Some(decimal(p.tokens_per_s * replicas, 0)),
+        requests_per_second: Some(decimal(p.requests_per_s * replicas, 2)),
         max_concurrency_per_replica: Some(i64::from(p.max_concurrency)),
-        cost_per_hour: Some(decimal(rec.cost_per_hour, 2)),
-        basis: Some(prediction_basis(p)),
+        cost_per_hour: None,
+        basis: Some(
+            if p.measured_deployment {
+                "MeasuredDeployment"
+            } else {
+                "Model"
+            }
+            .to_string(),
+        ),
+        expected_ttft_error_percent: p.expected_error.map(|e| decimal(e.ttft_percent, 1)),
+        expected_tpot_error_percent: p.expected_error.map(|e| decimal(e.tpot_percent, 1)),
     }
-}
-
-/// [`bud_crds::common::PredictedMetrics::basis`] of a prediction.
-pub fn prediction_basis(p: &bud_simulator::Prediction) -> String {
-    if p.measured_deployment {
-        "MeasuredDeployment"
-    } else {
-        "Model"
-    }
-    .to_string()
 }
 
 /// A simulator recommendation as the API shows it.
@@ -418,6 +427,18 @@ mod tests {
         assert!(best.predicted.cost_per_hour.is_some());
         // Qwen3-8B was never measured on these GPUs: the model alone predicts it.
         assert_eq!(best.predicted.basis.as_deref(), Some("Model"));
+        let model_error = bud_simulator::params::FittedParams::builtin()
+            .held_back_error
+            .and_then(|e| e.agg.model)
+            .unwrap();
+        assert_eq!(
+            best.predicted.expected_ttft_error_percent,
+            Some(decimal(model_error.ttft_percent, 1))
+        );
+        assert_eq!(
+            best.predicted.expected_tpot_error_percent,
+            Some(decimal(model_error.tpot_percent, 1))
+        );
         assert!(describe(&best).contains(&best.accelerator));
     }
 

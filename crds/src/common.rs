@@ -201,6 +201,13 @@ pub struct PredictedMetrics {
     /// model alone predicts it, with larger errors (see the simulator's accuracy report).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub basis: Option<String>,
+    /// How far to trust `ttftMs`: the simulator's mean absolute TTFT error, in percent, on
+    /// calibration measurements it was not fitted on, for predictions of the same basis.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_ttft_error_percent: Option<String>,
+    /// How far to trust `tpotMs`: the same held-back error for time per output token, percent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_tpot_error_percent: Option<String>,
 }
 
 /// A validated local object name (a DNS-1123 subdomain).

@@ -159,17 +159,29 @@ async fn quickstart(
         best["replicas"].as_i64().unwrap(),
         "replicas"
     );
-    // The prediction's basis survives the API server's structural schema (which prunes
-    // unknown status fields) and matches the CLI's.
+    // The prediction's basis and expected error survive the API server's structural schema
+    // (which prunes unknown status fields) and match the CLI's.
     let basis = if best["prediction"]["measuredDeployment"].as_bool().unwrap() {
         "MeasuredDeployment"
     } else {
         "Model"
     };
+    let predicted = selected.predicted.as_ref().expect("predicted metrics");
     assert_eq!(
-        selected.predicted.as_ref().and_then(|p| p.basis.as_deref()),
+        predicted.basis.as_deref(),
         Some(basis),
         "basis: {selected:?}"
+    );
+    let cli_ttft_error = best["prediction"]["expectedError"]["ttftPercent"]
+        .as_f64()
+        .expect("the CLI's expected error");
+    assert_eq!(
+        predicted
+            .expected_ttft_error_percent
+            .as_deref()
+            .and_then(|e| e.parse::<f64>().ok()),
+        Some(cli_ttft_error),
+        "expected TTFT error: {selected:?}"
     );
     assert_eq!(status.ready_replicas, selected.replicas);
     assert!(

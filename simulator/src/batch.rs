@@ -338,6 +338,9 @@ pub struct RowPrediction {
     /// The calibration data measured this deployment and the prediction leans on it
     /// ([`crate::perf::Prediction::measured_deployment`]); `None` without a prediction.
     pub measured_deployment: Option<bool>,
+    /// Held-back error of predictions on the same basis
+    /// ([`crate::perf::Prediction::expected_error`]).
+    pub expected_error: Option<crate::params::ExpectedError>,
     /// Why the row has no prediction (empty when it has one).
     pub reason: String,
 }
@@ -360,6 +363,7 @@ pub fn predict_row(
             tokens_per_s: None,
             max_concurrency: None,
             measured_deployment: Some(p.measured_deployment),
+            expected_error: p.expected_error,
             reason: String::new(),
         });
     }
@@ -378,6 +382,7 @@ pub fn predict_row(
         tokens_per_s: Some(p.tokens_per_s),
         max_concurrency: Some(p.max_concurrency),
         measured_deployment: Some(p.measured_deployment),
+        expected_error: p.expected_error,
         reason: String::new(),
     })
 }
@@ -417,6 +422,9 @@ pub fn predict_disagg(
         ttft_ms: ttft,
         tpot_ms: tpot,
         measured_deployment,
+        expected_error: params
+            .held_back_error
+            .and_then(|e| e.disagg.for_basis(measured_deployment)),
     })
 }
 
@@ -429,6 +437,9 @@ pub struct DisaggPrediction {
     pub tpot_ms: f64,
     /// The calibration data measured this disagg configuration and the prediction leans on it.
     pub measured_deployment: bool,
+    /// Held-back error of disagg predictions on the same basis
+    /// ([`crate::params::HeldBackError::disagg`]).
+    pub expected_error: Option<crate::params::ExpectedError>,
 }
 
 /// Features of the disaggregated correction, in order (see [`disagg_analytic`]).
@@ -545,10 +556,11 @@ pub fn disagg_analytic(
     })
 }
 
-/// Predict every row of `input` and write
-/// `id,ttft_ms,tpot_ms,e2e_ms,tokens_per_s,max_concurrency,basis,reason`; `basis` is
+/// Predict every row of `input` and write `id,ttft_ms,tpot_ms,e2e_ms,tokens_per_s,
+/// max_concurrency,basis,expected_ttft_error_pct,expected_tpot_error_pct,reason`; `basis` is
 /// `measured deployment` where the calibration data measured the row's deployment and the
-/// prediction leans on it, `model` where the model alone predicts it.
+/// prediction leans on it, `model` where the model alone predicts it, and the expected errors
+/// are the calibration's held-back error on that basis (agg or disagg alike).
 /// Returns (predicted, failed) counts.
 pub fn predict_csv<R: Read, W: Write>(
     input: R,
@@ -569,11 +581,14 @@ pub fn predict_csv<R: Read, W: Write>(
         "tokens_per_s",
         "max_concurrency",
         "basis",
+        "expected_ttft_error_pct",
+        "expected_tpot_error_pct",
         "reason",
     ])
     .map_err(io)?;
     let (mut ok, mut bad) = (0, 0);
     let f = |x: Option<f64>| x.map(|v| format!("{v:.4}")).unwrap_or_default();
+    let pct = |x: Option<f64>| x.map(|v| format!("{v:.1}")).unwrap_or_default();
     for row in &rows {
         let pred = predict_row(row, &mut models, hw, params).unwrap_or_else(|e| RowPrediction {
             id: row.id().to_string(),
@@ -583,6 +598,7 @@ pub fn predict_csv<R: Read, W: Write>(
             tokens_per_s: None,
             max_concurrency: None,
             measured_deployment: None,
+            expected_error: None,
             reason: e.to_string(),
         });
         if pred.reason.is_empty() {
@@ -604,6 +620,8 @@ pub fn predict_csv<R: Read, W: Write>(
                 Some(false) => "model".to_string(),
                 None => String::new(),
             },
+            pct(pred.expected_error.map(|e| e.ttft_percent)),
+            pct(pred.expected_error.map(|e| e.tpot_percent)),
             pred.reason.replace(['\n', '\r'], " "),
         ])
         .map_err(io)?;

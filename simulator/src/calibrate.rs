@@ -13,7 +13,9 @@ use crate::batch::{ModelResolver, ScenarioRow, read_rows};
 use crate::error::{Error, Result};
 use crate::hardware::HardwareCatalog;
 use crate::model::ModelSpec;
-use crate::params::{EngineParams, FittedParams, ReleaseScale};
+use crate::params::{
+    EngineParams, ErrorByBasis, ExpectedError, FittedParams, HeldBackError, ReleaseScale,
+};
 use crate::perf::{Resolved, ServingConfig, Workload, params_key};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -193,17 +195,23 @@ pub fn load_samples(data_dir: &Path) -> Result<Vec<Sample>> {
 
 /// Predict one sample with a parameter set: (ttft, tpot) in ms.
 pub fn predict_sample(s: &Sample, params: &FittedParams) -> Option<(f64, f64)> {
+    predict_sample_and_basis(s, params).map(|(ttft, tpot, _)| (ttft, tpot))
+}
+
+/// [`predict_sample`], and whether the prediction leans on a measured deployment
+/// ([`crate::perf::Prediction::measured_deployment`]).
+pub fn predict_sample_and_basis(s: &Sample, params: &FittedParams) -> Option<(f64, f64, bool)> {
     let hw = HardwareCatalog::builtin();
     if s.disagg {
         let mut models = ModelResolver::new(None);
         return crate::batch::predict_disagg(&s.row, &mut models, hw, params)
             .ok()
-            .map(|p| (p.ttft_ms, p.tpot_ms))
+            .map(|p| (p.ttft_ms, p.tpot_ms, p.measured_deployment))
             .or_else(|| {
                 let acc = hw.get(&s.cfg.accelerator).ok()?;
                 let r = Resolved::new(&s.cfg, &s.model, acc, params).ok()?;
                 let p = r.predict(&s.workload).ok()?;
-                Some((p.ttft_ms, p.tpot_ms))
+                Some((p.ttft_ms, p.tpot_ms, false))
             });
     }
     let acc = hw.get(&s.cfg.accelerator).ok()?;
@@ -212,7 +220,9 @@ pub fn predict_sample(s: &Sample, params: &FittedParams) -> Option<(f64, f64)> {
         .predict(&s.workload)
         .ok()?;
     // Like `bud-sim predict`: a configuration the model says does not fit is not predicted.
-    p.memory.fits.then_some((p.ttft_ms, p.tpot_ms))
+    p.memory
+        .fits
+        .then_some((p.ttft_ms, p.tpot_ms, p.measured_deployment))
 }
 
 fn loss(samples: &[&Sample], params: &FittedParams) -> f64 {
@@ -604,11 +614,16 @@ pub fn evaluate(samples: &[Sample], params: &FittedParams) -> AccuracyReport {
     let mut groups: BTreeMap<(String, String), Vec<Pair>> = BTreeMap::new();
     let mut disagg_groups: BTreeMap<(String, String), Vec<Pair>> = BTreeMap::new();
     for s in samples {
-        let Some((ttft, tpot)) = predict_sample(s, params) else {
+        let Some((ttft, tpot, measured)) = predict_sample_and_basis(s, params) else {
             if !s.train {
                 report.unpredicted += 1;
             }
             continue;
+        };
+        let basis = if measured {
+            MEASURED_BASIS
+        } else {
+            MODEL_BASIS
         };
         let t = (ttft, s.ttft_ms, tpot, s.tpot_ms);
         if s.train {
@@ -619,9 +634,13 @@ pub fn evaluate(samples: &[Sample], params: &FittedParams) -> AccuracyReport {
         }
         if s.disagg {
             disagg.push(t);
-            for (dim, val) in [("engine", &s.key), ("gpu", &s.cfg.accelerator)] {
+            for (dim, val) in [
+                ("engine", s.key.as_str()),
+                ("gpu", &s.cfg.accelerator),
+                ("basis", basis),
+            ] {
                 disagg_groups
-                    .entry((dim.to_string(), val.clone()))
+                    .entry((dim.to_string(), val.to_string()))
                     .or_default()
                     .push(t);
             }
@@ -639,6 +658,7 @@ pub fn evaluate(samples: &[Sample], params: &FittedParams) -> AccuracyReport {
             ("model", s.cfg.model.clone()),
             ("tp", format!("{:>2}", s.cfg.tp)),
             ("device", acc_kind.to_string()),
+            ("basis", basis.to_string()),
             (
                 "split",
                 if HELD_BACK_MODELS
@@ -679,7 +699,36 @@ pub fn evaluate(samples: &[Sample], params: &FittedParams) -> AccuracyReport {
     report
 }
 
+/// [`AccuracyReport`] group of predictions that lean on a measured deployment.
+const MEASURED_BASIS: &str = "measured deployment";
+/// [`AccuracyReport`] group of predictions of the model alone.
+const MODEL_BASIS: &str = "model";
+
 impl AccuracyReport {
+    /// The held-back error by basis that calibrated parameters carry
+    /// ([`FittedParams::held_back_error`]), rounded to 0.1 %.
+    pub fn held_back_error(&self) -> HeldBackError {
+        let by_basis = |groups: &BTreeMap<String, BTreeMap<String, ErrorStats>>| {
+            let figure = |name: &str| {
+                let st = groups.get("basis")?.get(name)?;
+                let round = |x: f64| (x * 10.0).round() / 10.0;
+                Some(ExpectedError {
+                    rows: st.n,
+                    ttft_percent: round(st.ttft_mape),
+                    tpot_percent: round(st.tpot_mape),
+                })
+            };
+            ErrorByBasis {
+                measured_deployment: figure(MEASURED_BASIS),
+                model: figure(MODEL_BASIS),
+            }
+        };
+        HeldBackError {
+            agg: by_basis(&self.by),
+            disagg: by_basis(&self.disagg_by),
+        }
+    }
+
     /// Render as Markdown.
     pub fn to_markdown(&self) -> String {
         let mut s = String::new();
@@ -1037,6 +1086,7 @@ pub fn calibrate(
             "Held-back agg rows, analytic model only: TTFT MAPE {:.1}%, TPOT MAPE {:.1}%.",
             analytic.overall.ttft_mape, analytic.overall.tpot_mape
         );
+        params.held_back_error = Some(analytic.held_back_error());
         params.notes = format!("{} {summary}", params.notes);
         return (params, analytic, summary);
     }
@@ -1095,6 +1145,7 @@ pub fn calibrate(
     params.disagg = disagg;
     let summary = format!("{summary} {disagg_summary}");
     let report = evaluate(samples, &params);
+    params.held_back_error = Some(report.held_back_error());
     params.notes = format!("{} {summary}", params.notes);
     (params, report, summary)
 }
@@ -1136,6 +1187,7 @@ pub fn refit_on_every_row(
     }
     let rows = every.iter().filter(|s| !s.disagg).count();
     params.fitted_on_every_row = true;
+    params.held_back_error = split.held_back_error;
     let verdict = |kept: bool| if kept { "kept" } else { "left out" };
     params.notes = format!(
         "fitted on all {rows} agg rows, held-back ones included, with the choices of the split fit (learned correction: TPOT {}, TTFT {}; anchors {}); its held-back figures describe this model: {}",

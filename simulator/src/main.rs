@@ -705,8 +705,22 @@ fn print_plan(r: &PlanResult) {
     if r.recommendations.is_empty() {
         println!("no configuration meets the request");
     } else {
+        let error = |measured: bool, label: &str| {
+            FittedParams::builtin()
+                .held_back_error
+                .and_then(|e| e.agg.for_basis(measured))
+                .map(|e| {
+                    format!(
+                        " ({label}{:.1} % TTFT, {:.1} % TPOT)",
+                        e.ttft_percent, e.tpot_percent
+                    )
+                })
+                .unwrap_or_default()
+        };
         println!(
-            "P: * on the Pareto front. M: m where the calibration data measured this deployment (the prediction leans on the measurements)."
+            "P: * on the Pareto front. M: m where the calibration data measured this deployment and the prediction leans on it{}; blank where the model alone predicts it{}.",
+            error(true, "held-back error "),
+            error(false, "")
         );
     }
     println!(

@@ -236,6 +236,57 @@ pub struct FittedParams {
     /// Correction of prefill/decode disaggregated predictions (absent: analytic only).
     #[serde(default)]
     pub disagg: Option<DisaggCorrection>,
+    /// How far to trust a prediction: the split fit's error on held-back rows, by whether the
+    /// prediction leans on a measured deployment. The shipped parameters carry the split fit's
+    /// figures, since their own cannot be scored (absent: never calibrated).
+    #[serde(default)]
+    pub held_back_error: Option<HeldBackError>,
+}
+
+/// Mean absolute percentage error of one kind of prediction on held-back rows.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExpectedError {
+    /// Held-back rows the figures come from.
+    pub rows: usize,
+    /// TTFT mean absolute percentage error, %.
+    pub ttft_percent: f64,
+    /// TPOT mean absolute percentage error, %.
+    pub tpot_percent: f64,
+}
+
+/// [`ExpectedError`] by what a prediction leans on (see
+/// [`crate::perf::Prediction::measured_deployment`]).
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ErrorByBasis {
+    /// Predictions of deployments the calibration data measured (absent: no such held-back row).
+    #[serde(default)]
+    pub measured_deployment: Option<ExpectedError>,
+    /// Predictions of the model alone, for deployments never measured (absent: no such row).
+    #[serde(default)]
+    pub model: Option<ExpectedError>,
+}
+
+impl ErrorByBasis {
+    /// The figures for a prediction that does (or does not) lean on a measured deployment.
+    pub fn for_basis(&self, measured_deployment: bool) -> Option<ExpectedError> {
+        if measured_deployment {
+            self.measured_deployment
+        } else {
+            self.model
+        }
+    }
+}
+
+/// The split fit's held-back error of aggregated and disaggregated predictions.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HeldBackError {
+    /// Aggregated serving (`mode=agg` rows).
+    pub agg: ErrorByBasis,
+    /// Prefill/decode disaggregated serving (`mode=disagg` rows).
+    pub disagg: ErrorByBasis,
 }
 
 /// What the analytic disaggregated model ([`crate::batch::disagg_analytic`]) misses, learned
@@ -414,6 +465,7 @@ impl Default for FittedParams {
             correction: None,
             anchors: None,
             disagg: None,
+            held_back_error: None,
         }
     }
 }

@@ -12,7 +12,8 @@ use crate::error::{Error, Result};
 use crate::hardware::{Accelerator, DeviceKind, accelerator};
 use crate::model::{AttentionKind, ModelSpec, model};
 use crate::params::{
-    Anchors, Correction, EngineParams, FittedParams, MAX_CORRECTION_LN, ReleaseScale,
+    Anchors, Correction, EngineParams, ErrorByBasis, ExpectedError, FittedParams,
+    MAX_CORRECTION_LN, ReleaseScale,
 };
 use crate::precision::{Engine, Precision};
 use serde::{Deserialize, Serialize};
@@ -172,10 +173,14 @@ pub struct Prediction {
     pub memory: MemoryBreakdown,
     /// The calibration data measured this very deployment (model, device, engine, precisions
     /// and parallel layout) at some lengths and concurrencies, and the prediction leans on
-    /// those measurements ([`Anchors`]). Held-back error on such deployments is about 16 %
-    /// TTFT and 10 % TPOT; on deployments never measured, about 37 % and 16 %.
+    /// those measurements ([`Anchors`]). Such predictions are markedly closer than those of
+    /// deployments never measured; `expected_error` says by how much.
     #[serde(default)]
     pub measured_deployment: bool,
+    /// How far to trust this prediction: the calibration's held-back error of predictions on
+    /// the same basis ([`FittedParams::held_back_error`]; absent with uncalibrated parameters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_error: Option<ExpectedError>,
 }
 
 /// Resolved inputs of the model: everything looked up and defaulted.
@@ -196,6 +201,8 @@ pub struct Resolved<'a> {
     pub deployment: String,
     /// The anchors and this deployment's measured points, when it was measured.
     anchors: Option<(&'a Anchors, &'a [[f64; 5]])>,
+    /// Held-back error of agg predictions by basis ([`FittedParams::held_back_error`]).
+    expected_error: ErrorByBasis,
     engine: Engine,
     tp: f64,
     pp: f64,
@@ -349,6 +356,7 @@ impl<'a> Resolved<'a> {
             scale: params.scale(&acc.id),
             release: params.release(cfg.engine, cfg.engine_version.as_deref()),
             correction: params.correction.as_ref(),
+            expected_error: params.held_back_error.map(|e| e.agg).unwrap_or_default(),
             engine: cfg.engine,
             tp: cfg.tp as f64,
             pp: cfg.pp as f64,
@@ -795,6 +803,9 @@ impl<'a> Resolved<'a> {
             devices: (self.tp * self.pp * self.dp) as u32,
             memory,
             measured_deployment: correct && self.anchors.is_some(),
+            expected_error: correct
+                .then(|| self.expected_error.for_basis(self.anchors.is_some()))
+                .flatten(),
         };
         Ok((prediction, features))
     }

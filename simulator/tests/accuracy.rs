@@ -113,4 +113,34 @@ fn shipped_parameters_saw_every_row_and_the_scored_ones_did_not() {
     let samples = load_samples(&data).unwrap();
     let held_back_tpot = |p: &FittedParams| evaluate(&samples, p).overall.tpot_mape;
     assert!(held_back_tpot(shipped) < held_back_tpot(&split));
+    // Both carry the split fit's held-back error, since the shipped set's cannot be scored.
+    assert!(split.held_back_error.is_some());
+    assert_eq!(split.held_back_error, shipped.held_back_error);
+}
+
+/// The expected error that predictions carry is the committed split fit's held-back error,
+/// by basis: the two bases partition the held-back rows, and measured deployments are
+/// predicted markedly better than deployments the model alone predicts.
+#[test]
+fn expected_error_is_the_held_back_error_by_basis() {
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("data");
+    let split = split_params(&data);
+    let samples = load_samples(&data).unwrap();
+    let report = evaluate(&samples, &split);
+    let committed = split
+        .held_back_error
+        .expect("calibrated parameters carry it");
+    assert_eq!(report.held_back_error(), committed);
+    let (measured, model) = (
+        committed.agg.measured_deployment.unwrap(),
+        committed.agg.model.unwrap(),
+    );
+    assert_eq!(measured.rows + model.rows, report.overall.n);
+    let (disagg_measured, disagg_model) = (
+        committed.disagg.measured_deployment.unwrap(),
+        committed.disagg.model.unwrap(),
+    );
+    assert_eq!(disagg_measured.rows + disagg_model.rows, report.disagg.n);
+    assert!(measured.ttft_percent < model.ttft_percent);
+    assert!(measured.tpot_percent < model.tpot_percent);
 }

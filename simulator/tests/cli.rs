@@ -1,5 +1,6 @@
 //! The `bud-sim` command line: every subcommand, and errors that name what was wrong.
 
+use bud_simulator::params::{ExpectedError, FittedParams};
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
@@ -55,6 +56,20 @@ fn plan_table_and_json() {
     assert!(o.status.success(), "{}", text(&o.stderr));
     let out = text(&o.stdout);
     assert!(out.contains("rank") && out.contains("evaluated"), "{out}");
+    // Qwen3-8B was never measured on an L4: the model alone, with its held-back error.
+    let model_error = FittedParams::builtin()
+        .held_back_error
+        .unwrap()
+        .agg
+        .model
+        .unwrap();
+    assert!(
+        out.contains(&format!(
+            "model alone predicts it ({:.1} % TTFT, {:.1} % TPOT)",
+            model_error.ttft_percent, model_error.tpot_percent
+        )),
+        "{out}"
+    );
     let o = bud_sim(&[
         "plan",
         "--model",
@@ -69,6 +84,12 @@ fn plan_table_and_json() {
         v["recommendations"]
             .as_array()
             .is_some_and(|a| !a.is_empty())
+    );
+    let prediction = &v["recommendations"][0]["prediction"];
+    assert_eq!(prediction["measuredDeployment"], false);
+    assert_eq!(
+        prediction["expectedError"]["ttftPercent"].as_f64(),
+        Some(model_error.ttft_percent)
     );
 }
 
@@ -167,6 +188,16 @@ fn predict_writes_every_row_and_reasons_for_bad_ones() {
     assert_eq!(&rows[0][basis], "measured deployment");
     assert_eq!(&rows[1][basis], "model");
     assert_eq!(&rows[2][basis], "");
+    // Each basis with its own held-back error, as the shipped parameters record it.
+    let expected = FittedParams::builtin().held_back_error.unwrap().agg;
+    let ttft_error = headers
+        .iter()
+        .position(|h| h == "expected_ttft_error_pct")
+        .unwrap();
+    let pct = |e: Option<ExpectedError>| format!("{:.1}", e.unwrap().ttft_percent);
+    assert_eq!(rows[0][ttft_error], pct(expected.measured_deployment));
+    assert_eq!(rows[1][ttft_error], pct(expected.model));
+    assert_eq!(&rows[2][ttft_error], "");
 }
 
 #[test]

@@ -365,7 +365,9 @@ fn release_multipliers_apply_only_to_the_release_they_were_fitted_for() {
 
 #[test]
 fn anchors_average_nearby_measurements_of_the_same_deployment() {
-    use bud_simulator::params::{Anchors, FittedParams};
+    use bud_simulator::params::{
+        Anchors, ErrorByBasis, ExpectedError, FittedParams, HeldBackError,
+    };
     use bud_simulator::perf::Resolved;
     use std::collections::BTreeMap;
     // Two measured points: one exactly where we ask (TPOT 0.3 and TTFT −0.2 in log error),
@@ -407,7 +409,29 @@ fn anchors_average_nearby_measurements_of_the_same_deployment() {
     assert!(close(anchored.tpot_ms, plain.tpot_ms * shift.exp(), 1e-9));
     assert!(anchored.ttft_ms < plain.ttft_ms);
     assert!(anchored.measured_deployment && !plain.measured_deployment);
+    // Each basis carries its own expected error; uncalibrated parameters promise none.
+    assert_eq!(plain.expected_error, None);
+    let figure = |ttft_percent: f64| ExpectedError {
+        rows: 10,
+        ttft_percent,
+        tpot_percent: ttft_percent / 2.0,
+    };
+    params.held_back_error = Some(HeldBackError {
+        agg: ErrorByBasis {
+            measured_deployment: Some(figure(10.0)),
+            model: Some(figure(30.0)),
+        },
+        disagg: ErrorByBasis::default(),
+    });
+    let expected = |cfg: &ServingConfig| {
+        predict_with(cfg, m, h100, &params, &w)
+            .unwrap()
+            .expected_error
+    };
+    assert_eq!(expected(&cfg), Some(figure(10.0)));
     cfg.tp = 4;
+    assert_eq!(expected(&cfg), Some(figure(30.0)));
+    params.held_back_error = None;
     let other = predict_with(&cfg, m, h100, &params, &w).unwrap();
     assert!(!other.measured_deployment);
     params.anchors = None;

@@ -3,7 +3,7 @@
 //! Deployment and pods report.
 
 use crate::planning;
-use bud_crds::common::{EngineType, PredictedMetrics};
+use bud_crds::common::EngineType;
 use bud_crds::conditions::{Condition, READY, new_condition, set_condition};
 use bud_crds::modeldeployment::{
     Route, RouteProvider, RoutingSpec, SelectedConfiguration, SelectionSource, ServingEndpoint,
@@ -280,26 +280,10 @@ fn decide_explicit(md: &ModelDeployment, clusters: &[Arc<BudCluster>]) -> Decisi
                 );
             }
             Ok(prediction) => {
-                selected.predicted = Some(PredictedMetrics {
-                    ttft_ms: Some(planning::decimal(prediction.ttft_ms, 1)),
-                    tpot_ms: Some(planning::decimal(prediction.tpot_ms, 2)),
-                    e2e_latency_ms: Some(planning::decimal(prediction.e2e_ms, 0)),
-                    tokens_per_second_per_user: Some(planning::decimal(
-                        prediction.tokens_per_s_per_user,
-                        1,
-                    )),
-                    total_tokens_per_second: Some(planning::decimal(
-                        prediction.tokens_per_s * selected.replicas as f64,
-                        0,
-                    )),
-                    requests_per_second: Some(planning::decimal(
-                        prediction.requests_per_s * selected.replicas as f64,
-                        2,
-                    )),
-                    max_concurrency_per_replica: Some(i64::from(prediction.max_concurrency)),
-                    cost_per_hour: None,
-                    basis: Some(planning::prediction_basis(&prediction)),
-                });
+                selected.predicted = Some(planning::prediction_metrics(
+                    &prediction,
+                    u32::try_from(selected.replicas).unwrap_or(0),
+                ));
             }
             Err(err) => return hold("InvalidPlacement", format!("spec.placement: {err}")),
         }
