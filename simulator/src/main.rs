@@ -104,20 +104,23 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Predict TTFT/TPOT for every row of a scenarios CSV.
+    /// Predict one serving configuration (flags, with its memory breakdown), or every row of a
+    /// scenarios CSV (--input and --output).
     Predict {
         /// Scenarios CSV with the columns of calibration.csv (the measured ones may be absent).
-        #[arg(long)]
-        input: PathBuf,
+        #[arg(long, requires = "output", conflicts_with = "model")]
+        input: Option<PathBuf>,
         /// Directory with `<org>--<name>_config.json` files (falls back to the built-in catalog).
         #[arg(long)]
         models_dir: Option<PathBuf>,
         /// Where to write `id,ttft_ms,tpot_ms,...` (one row per input row).
-        #[arg(long)]
-        output: PathBuf,
+        #[arg(long, requires = "input")]
+        output: Option<PathBuf>,
         /// Fitted parameters (default: the committed ones).
         #[arg(long)]
         params: Option<PathBuf>,
+        #[command(flatten)]
+        one: OneConfigurationArgs,
     },
     /// Fit the model's parameters on the training split of the measured data (every modelling
     /// choice and every accuracy figure), then refit on every row with the same choices (the
@@ -166,6 +169,68 @@ enum Command {
     Catalog,
     /// Run the OpenAI-compatible engine emulator (accepts vLLM container arguments).
     Serve(ServeArgs),
+}
+
+/// `bud-sim predict` for one serving configuration.
+#[derive(clap::Args, Clone)]
+struct OneConfigurationArgs {
+    /// Model id (catalog, or `<org>--<name>_config.json` in --models-dir).
+    #[arg(long)]
+    model: Option<String>,
+    /// A config.json for a model not in the catalog (needs --model as its name).
+    #[arg(long, requires = "model")]
+    model_config: Option<PathBuf>,
+    /// Accelerator id or node label value (e.g. NVIDIA-H100-80GB-HBM3).
+    #[arg(long, default_value = "h100_sxm")]
+    accelerator: String,
+    /// Serving engine: vllm, sglang, trtllm or llamacpp.
+    #[arg(long, default_value = "vllm")]
+    engine: String,
+    /// Engine release, e.g. 0.18.0 (releases the data measured have their own multipliers).
+    #[arg(long)]
+    engine_version: Option<String>,
+    /// Tensor parallel size (per attention data-parallel rank).
+    #[arg(long, default_value_t = 1)]
+    tp: u32,
+    /// Pipeline parallel size.
+    #[arg(long, default_value_t = 1)]
+    pp: u32,
+    /// Attention data-parallel ranks, each with TP devices.
+    #[arg(long, default_value_t = 1)]
+    attention_dp: u32,
+    /// MoE tensor parallel size (default: every device of the replica when --moe-ep is 1).
+    #[arg(long)]
+    moe_tp: Option<u32>,
+    /// MoE expert parallel size (default 1).
+    #[arg(long)]
+    moe_ep: Option<u32>,
+    /// Weight precision of dense layers: bf16, fp8, int4, fp4 (default: the model's own).
+    #[arg(long)]
+    precision: Option<String>,
+    /// Precision of routed experts (default: --precision).
+    #[arg(long)]
+    expert_precision: Option<String>,
+    /// KV cache precision (default: fp8 with fp8/fp4 weights, else bf16).
+    #[arg(long)]
+    kv_precision: Option<String>,
+    /// Largest batch (vLLM's --max-num-seqs; default per engine).
+    #[arg(long)]
+    max_batch: Option<u32>,
+    /// Share of device memory the engine may use (default per engine).
+    #[arg(long)]
+    gpu_memory_utilization: Option<f64>,
+    /// Input (prompt) tokens per request.
+    #[arg(long, default_value_t = 1024)]
+    input_tokens: u32,
+    /// Output tokens per request.
+    #[arg(long, default_value_t = 256)]
+    output_tokens: u32,
+    /// Concurrent users of the replica (a closed loop).
+    #[arg(long, default_value_t = 16)]
+    concurrency: u32,
+    /// Print the prediction as JSON instead of a table.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Parser, Clone)]
@@ -487,8 +552,12 @@ fn run(cli: Cli) -> Result<(), String> {
             models_dir,
             output,
             params,
+            one,
         } => {
             let params = load_params(params.as_ref())?;
+            let (Some(input), Some(output)) = (input, output) else {
+                return predict_one(&one, models_dir.as_deref(), &params);
+            };
             let inp =
                 std::fs::File::open(&input).map_err(|e| format!("{}: {e}", input.display()))?;
             let out =
@@ -736,6 +805,164 @@ fn print_plan(r: &PlanResult) {
     if let Some(m) = &r.nearest_miss {
         println!("{}", m.advice);
     }
+}
+
+/// `bud-sim predict` without --input: one configuration, as a table (or JSON) with its
+/// memory breakdown; a configuration that does not fit prints the breakdown and fails.
+fn predict_one(
+    a: &OneConfigurationArgs,
+    models_dir: Option<&std::path::Path>,
+    params: &FittedParams,
+) -> Result<(), String> {
+    let Some(model_id) = &a.model else {
+        return Err(format!(
+            "give one configuration (--model, --accelerator, --tp, ...) or --input SCENARIOS.csv --output PREDICTIONS.csv; known models: {}",
+            ModelCatalog::builtin().ids().join(", ")
+        ));
+    };
+    let model = match &a.model_config {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
+            ModelSpec::from_config_json(model_id, &text)
+                .map_err(|e| format!("{}: {e}", p.display()))?
+        }
+        None => bud_simulator::batch::ModelResolver::new(models_dir)
+            .get(model_id)
+            .map_err(|e| e.to_string())?,
+    };
+    let accelerator = HardwareCatalog::builtin()
+        .get(&a.accelerator)
+        .map_err(|e| e.to_string())?;
+    let engine: Engine = a
+        .engine
+        .parse()
+        .map_err(|e: bud_simulator::Error| e.to_string())?;
+    let precision = |flag: &str, value: &Option<String>| -> Result<Option<Precision>, String> {
+        value
+            .as_deref()
+            .map(|v| v.parse::<Precision>().map_err(|e| format!("--{flag}: {e}")))
+            .transpose()
+    };
+    let mut cfg = ServingConfig::new(&model.id, &accelerator.id, engine);
+    cfg.tp = a.tp;
+    cfg.pp = a.pp;
+    cfg.attention_dp = a.attention_dp;
+    cfg.moe_tp = a.moe_tp;
+    cfg.moe_ep = a.moe_ep;
+    cfg.precision = precision("precision", &a.precision)?;
+    cfg.expert_precision = precision("expert-precision", &a.expert_precision)?;
+    cfg.kv_precision = precision("kv-precision", &a.kv_precision)?;
+    cfg.engine_version = a.engine_version.clone();
+    cfg.max_batch = a.max_batch;
+    cfg.gpu_memory_utilization = a.gpu_memory_utilization;
+    let workload = Workload {
+        input_tokens: a.input_tokens,
+        output_tokens: a.output_tokens,
+        concurrency: a.concurrency,
+    };
+    let p = bud_simulator::predict_with(&cfg, &model, accelerator, params, &workload)
+        .map_err(|e| e.to_string())?;
+    if a.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&p).map_err(|e| e.to_string())?
+        );
+    } else {
+        print_prediction(&cfg, &workload, &p);
+    }
+    if p.memory.fits {
+        Ok(())
+    } else {
+        Err(p.memory.verdict.clone())
+    }
+}
+
+fn print_prediction(cfg: &ServingConfig, w: &Workload, p: &bud_simulator::Prediction) {
+    let gib = |bytes: f64| {
+        let gib = bytes / (1u64 << 30) as f64;
+        if bytes > 0.0 && gib < 1.0 {
+            format!("{:.0} MiB", gib * 1024.0)
+        } else {
+            format!("{gib:.1} GiB")
+        }
+    };
+    println!(
+        "{} on {} x {} (TP {}, PP {}, attention DP {}), {}; {} input / {} output tokens, {} users",
+        cfg.model,
+        p.devices,
+        cfg.accelerator,
+        cfg.tp,
+        cfg.pp,
+        cfg.attention_dp,
+        cfg.engine.as_str(),
+        w.input_tokens,
+        w.output_tokens,
+        w.concurrency
+    );
+    let m = &p.memory;
+    if m.fits {
+        print_performance(w, p);
+    }
+    println!(
+        "memory per device: {} usable of {}",
+        gib(m.usable_bytes),
+        gib(m.capacity_bytes)
+    );
+    for (name, bytes) in [
+        ("weights", m.weights_bytes),
+        ("KV cache", m.kv_cache_bytes),
+        ("activations", m.activations_bytes),
+        ("runtime reserve", m.runtime_reserve_bytes),
+        ("communication reserve", m.communication_reserve_bytes),
+    ] {
+        println!("  {name:<22}{:>10}", gib(bytes));
+    }
+    println!(
+        "  KV needed by these users {} ({} per request)",
+        gib(m.kv_needed_bytes),
+        gib(m.kv_per_request_bytes)
+    );
+    println!("{}", m.verdict);
+}
+
+/// The performance lines of [`print_prediction`] (only for a configuration that fits).
+fn print_performance(w: &Workload, p: &bud_simulator::Prediction) {
+    let trust = |percent: Option<f64>| {
+        percent
+            .map(|e| format!("   (held-back error {e:.1} %)"))
+            .unwrap_or_default()
+    };
+    println!(
+        "basis: {}",
+        if p.measured_deployment {
+            "measured deployment (the calibration data measured this deployment)"
+        } else {
+            "model (this deployment was never measured)"
+        }
+    );
+    println!(
+        "TTFT             {:>10.1} ms{}",
+        p.ttft_ms,
+        trust(p.expected_error.map(|e| e.ttft_percent))
+    );
+    println!(
+        "TPOT             {:>10.2} ms{}",
+        p.tpot_ms,
+        trust(p.expected_error.map(|e| e.tpot_percent))
+    );
+    println!("end-to-end       {:>10.0} ms", p.e2e_ms);
+    println!("tokens/s/user    {:>10.1}", p.tokens_per_s_per_user);
+    println!("tokens/s         {:>10.0}", p.tokens_per_s);
+    println!("requests/s       {:>10.2}", p.requests_per_s);
+    println!(
+        "running          {:>10} of {} users (the KV cache and max batch hold {}); queue wait {:.0} ms",
+        p.running, w.concurrency, p.max_concurrency, p.queue_wait_ms
+    );
+    println!(
+        "decode step      {:>10.2} ms, bound by {}",
+        p.decode_step_ms, p.bottleneck
+    );
+    println!("prefill alone    {:>10.1} ms", p.prefill_ms);
 }
 
 fn serve(a: ServeArgs) -> Result<(), String> {

@@ -140,6 +140,71 @@ fn bad_input_names_what_was_wrong() {
 }
 
 #[test]
+fn predict_one_configuration() {
+    // Llama-3.1-70B FP8 on four H100s under vLLM was measured (at other lengths).
+    let measured = [
+        "predict",
+        "--model",
+        "meta-llama/Llama-3.1-70B",
+        "--accelerator",
+        "NVIDIA-H100-80GB-HBM3",
+        "--tp",
+        "4",
+        "--precision",
+        "fp8",
+        "--concurrency",
+        "64",
+    ];
+    let o = bud_sim(&measured);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let out = text(&o.stdout);
+    let expected = FittedParams::builtin().held_back_error.unwrap().agg;
+    let measured_error = expected.measured_deployment.unwrap();
+    for line in [
+        "basis: measured deployment".to_string(),
+        format!("(held-back error {:.1} %)", measured_error.ttft_percent),
+        "weights".to_string(),
+        "KV cache".to_string(),
+        "fits:".to_string(),
+    ] {
+        assert!(out.contains(&line), "{line} in\n{out}");
+    }
+    let o = bud_sim(&[&measured[..], &["--json"]].concat());
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["measuredDeployment"], true);
+    assert_eq!(v["running"], 64);
+    assert!(v["ttftMs"].as_f64().unwrap() > 0.0);
+    assert!(v["memory"]["fits"].as_bool().unwrap());
+
+    // One L4 cannot hold a 70B model: the breakdown, no latencies, and the verdict as the error.
+    let o = bud_sim(&[
+        "predict",
+        "--model",
+        "meta-llama/Llama-3.1-70B",
+        "--accelerator",
+        "l4",
+    ]);
+    assert!(!o.status.success());
+    let out = text(&o.stdout);
+    assert!(out.contains("weights") && !out.contains("TTFT"), "{out}");
+    assert!(
+        text(&o.stderr).contains("does not fit"),
+        "{}",
+        text(&o.stderr)
+    );
+
+    // Neither a configuration nor a CSV, and a bad precision: errors that say what to give.
+    let o = bud_sim(&["predict"]);
+    assert!(!o.status.success());
+    assert!(text(&o.stderr).contains("--input SCENARIOS.csv"));
+    let o = bud_sim(&["predict", "--model", "Qwen/Qwen3-8B", "--precision", "fp9"]);
+    assert!(!o.status.success());
+    let err = text(&o.stderr);
+    assert!(err.contains("--precision") && err.contains("fp8"), "{err}");
+}
+
+#[test]
 fn predict_writes_every_row_and_reasons_for_bad_ones() {
     let dir = scratch("predict");
     let input = dir.join("scenarios.csv");
