@@ -202,7 +202,9 @@ pub struct PredictedMetrics {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub basis: Option<String>,
     /// How far to trust `ttftMs`: the simulator's mean absolute TTFT error, in percent, on
-    /// calibration measurements it was not fitted on, for predictions of the same basis.
+    /// calibration measurements it was not fitted on, for predictions of the same basis. Those
+    /// measurements cover H100, H200, B200, B300 and GB200/GB300; expect larger errors on
+    /// other accelerators.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expected_ttft_error_percent: Option<String>,
     /// How far to trust `tpotMs`: the same held-back error for time per output token, percent.
