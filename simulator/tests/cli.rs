@@ -93,6 +93,38 @@ fn plan_table_and_json() {
     );
 }
 
+/// A reader that stops early (`bud-sim plan --json | head`) ends the command quietly.
+#[test]
+fn a_closed_pipe_ends_output_quietly() {
+    use std::io::Read;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_bud-sim"))
+        .args([
+            "plan",
+            "--model",
+            "meta-llama/Llama-3.1-8B-Instruct",
+            "--pool",
+            "h100_sxm:8",
+            "--pool",
+            "l4:8",
+            "--pool",
+            "a100_sxm:8",
+            "--max-results",
+            "500",
+            "--json",
+        ])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Far less than the JSON (about 150 kB, over twice a pipe's buffer), then hang up.
+    let mut first = [0u8; 16];
+    child.stdout.take().unwrap().read_exact(&mut first).unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{:?}: {}", o.status, text(&o.stderr));
+    assert!(!text(&o.stderr).contains("panicked"), "{}", text(&o.stderr));
+}
+
 #[test]
 fn plan_from_yaml_request() {
     let dir = scratch("plan-yaml");
