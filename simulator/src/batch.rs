@@ -64,12 +64,13 @@ impl ScenarioRow {
         }
     }
 
-    /// A wide expert-parallel row on an NVL72 rack: `tp_size` above 8 on GB200/GB300
-    /// records the world size, with attention data parallel (nobody shards attention 72 ways).
-    fn is_wide(&self) -> bool {
+    /// A wide expert-parallel row (`prefix` ""), or disagg pool (`prefill_`, `decode_`), on an
+    /// NVL72 rack: a `tp_size` above 8 on GB200/GB300 records the world size, with attention
+    /// data parallel (nobody shards attention 72 ways, and no model here has heads to).
+    fn is_wide(&self, prefix: &str) -> bool {
         self.get("system").starts_with("gb")
             && self
-                .get("tp_size")
+                .get(&format!("{prefix}tp_size"))
                 .parse::<u32>()
                 .is_ok_and(|t| t > WIDE_TP)
     }
@@ -84,7 +85,7 @@ impl ScenarioRow {
         let mut dp = self.count(&col("attention_dp_size"), 1)?;
         let moe_tp = self.num(&col("moe_tp_size"))?.map(|x| x.max(1.0) as u32);
         let moe_ep = self.num(&col("moe_ep_size"))?.map(|x| x.max(1.0) as u32);
-        if prefix.is_empty() && self.is_wide() && dp == 1 {
+        if self.is_wide(prefix) && dp == 1 {
             // Wide expert-parallel deployments (tp_size 12..72 on NVL72 racks) record the
             // world size as tp_size; attention runs data parallel there (nobody shards
             // attention 72 ways), so model it as TP1 × DP(world).
@@ -236,7 +237,7 @@ impl ScenarioRow {
             // With attention data parallelism the measured batch is per DP rank (except in
             // the wide-EP rows, whose batch is the total).
             concurrency: self.concurrency()?
-                * if self.is_wide() {
+                * if self.is_wide("") {
                     1
                 } else {
                     self.layout_and_batch_ranks("")?.1
@@ -680,5 +681,22 @@ mod tests {
         let cfg = r.config("").unwrap();
         assert_eq!((cfg.tp, cfg.moe_tp, cfg.moe_ep), (4, Some(2), Some(2)));
         assert_eq!(cfg.devices(), 4);
+    }
+
+    #[test]
+    fn wide_rows_and_disagg_pools_on_nvl72_run_attention_data_parallel() {
+        let mut r = row("x_c2048_wide", "48", "", "", "48", "2048");
+        r.fields.insert("system".into(), "gb200".into());
+        let cfg = r.config("").unwrap();
+        assert_eq!((cfg.tp, cfg.attention_dp, cfg.moe_ep), (1, 48, Some(48)));
+        for (k, v) in [("decode_tp_size", "48"), ("decode_moe_ep_size", "48")] {
+            r.fields.insert(k.into(), v.into());
+        }
+        let decode = r.config("decode_").unwrap();
+        assert_eq!((decode.tp, decode.attention_dp), (1, 48));
+        // Not on an NVL72 rack: as recorded.
+        r.fields.insert("system".into(), "b200_sxm".into());
+        r.fields.insert("decode_tp_size".into(), "16".into());
+        assert_eq!(r.config("decode_").unwrap().tp, 16);
     }
 }

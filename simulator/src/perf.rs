@@ -279,8 +279,48 @@ impl<'a> Resolved<'a> {
                 format!("{} exceeds the model's {} layers", cfg.pp, model.num_layers),
             ));
         }
+        if !model.num_heads.is_multiple_of(cfg.tp) {
+            let divisors: Vec<String> = (1..=model.num_heads.min(1024))
+                .filter(|d| model.num_heads.is_multiple_of(*d))
+                .map(|d| d.to_string())
+                .collect();
+            return Err(Error::invalid(
+                "tp",
+                format!(
+                    "{} does not divide the {} attention heads of {} (engines split heads evenly); use one of: {}",
+                    cfg.tp,
+                    model.num_heads,
+                    model.id,
+                    divisors.join(", ")
+                ),
+            ));
+        }
+        if cfg.max_batch == Some(0) {
+            return Err(Error::invalid("maxBatch", "0 must be at least 1"));
+        }
         let world = cfg.tp * cfg.attention_dp;
         let moe_ep = cfg.moe_ep.unwrap_or(1).max(1);
+        match &model.moe {
+            Some(moe) if !moe.num_experts.is_multiple_of(moe_ep) => {
+                return Err(Error::invalid(
+                    "moeEp",
+                    format!(
+                        "{moe_ep} does not divide the {} routed experts of {}",
+                        moe.num_experts, model.id
+                    ),
+                ));
+            }
+            None if moe_ep > 1 => {
+                return Err(Error::invalid(
+                    "moeEp",
+                    format!(
+                        "{} is a dense model; expert parallelism applies to mixture-of-experts models (leave it at 1)",
+                        model.id
+                    ),
+                ));
+            }
+            _ => {}
+        }
         let moe_tp = cfg.moe_tp.unwrap_or((world / moe_ep).max(1)).max(1);
         let dense_prec = cfg.precision.unwrap_or(model.native_precision);
         let expert_prec = cfg

@@ -241,6 +241,40 @@ fn unknown_names_list_accepted_values() {
     assert!(e.to_string().contains("fp8"));
 }
 
+/// Layouts no engine would start get an error naming the field and what would work.
+#[test]
+fn impossible_layouts_are_rejected_with_the_fix() {
+    let w = Workload {
+        input_tokens: 1024,
+        output_tokens: 128,
+        concurrency: 8,
+    };
+    let error = |model_id: &str, edit: &dyn Fn(&mut ServingConfig)| {
+        let mut cfg = ServingConfig::new(model_id, "h100_sxm", Engine::Vllm);
+        edit(&mut cfg);
+        predict(&cfg, &w).unwrap_err().to_string()
+    };
+    // Qwen3-8B has 32 attention heads: TP 3 cannot split them.
+    let e = error("Qwen/Qwen3-8B", &|c| c.tp = 3);
+    assert!(
+        e.contains("tp") && e.contains("32 attention heads") && e.contains("1, 2, 4, 8, 16, 32"),
+        "{e}"
+    );
+    let e = error("Qwen/Qwen3-8B", &|c| c.moe_ep = Some(2));
+    assert!(e.contains("moeEp") && e.contains("dense"), "{e}");
+    // Qwen3-30B-A3B has 128 routed experts.
+    let e = error("Qwen/Qwen3-30B-A3B", &|c| {
+        c.tp = 2;
+        c.moe_ep = Some(3);
+    });
+    assert!(
+        e.contains("moeEp") && e.contains("128 routed experts"),
+        "{e}"
+    );
+    let e = error("Qwen/Qwen3-8B", &|c| c.max_batch = Some(0));
+    assert!(e.contains("maxBatch"), "{e}");
+}
+
 #[test]
 fn model_lookup_accepts_hf_urls_and_any_config() {
     assert_eq!(model("hf://Qwen/Qwen3-8B").unwrap().id, "Qwen/Qwen3-8B");
