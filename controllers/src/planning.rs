@@ -296,6 +296,7 @@ pub fn rejection_counts(result: &PlanResult) -> Vec<RejectionCount> {
         .map(|(reason, count)| RejectionCount {
             reason: reason.clone(),
             count: *count as i64,
+            example: result.rejection_examples.get(reason).cloned(),
         })
         .collect();
     counts.sort_by(|a, b| b.count.cmp(&a.count).then(a.reason.cmp(&b.reason)));
@@ -417,6 +418,20 @@ mod tests {
         let request = plan_request(&inputs, pools.clone());
         let result = bud_simulator::plan(&request).unwrap();
         assert!(!result.recommendations.is_empty(), "{result:?}");
+        // Each rejection reason the API shows carries an example candidate and why (nothing
+        // decodes a token in half a millisecond).
+        let mut strict = request.clone();
+        strict.slo.tpot_ms = Some(0.5);
+        let rejections = rejection_counts(&bud_simulator::plan(&strict).unwrap());
+        assert!(!rejections.is_empty());
+        for r in &rejections {
+            assert!(
+                r.example
+                    .as_deref()
+                    .is_some_and(|e| e.contains("replica(s) of")),
+                "{r:?}"
+            );
+        }
         let best = api_recommendation(&result.recommendations[0], &pools);
         assert!(
             ["NVIDIA-H100-80GB-HBM3", "NVIDIA-L4"].contains(&best.accelerator.as_str()),

@@ -226,4 +226,8 @@ pub struct RejectionCount {
     pub reason: String,
     /// Number of candidates rejected for it.
     pub count: i64,
+    /// The first candidate rejected for it and why, e.g. `1 replica(s) of 8× h100_sxm (TP8
+    /// PP1, bf16, vllm): invalid value for tp: 8 does not divide the 28 attention heads ...`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub example: Option<String>,
 }

@@ -821,7 +821,10 @@ fn print_plan(r: &PlanResult) {
     if !r.rejections.is_empty() {
         println!("rejected:");
         for (k, v) in &r.rejections {
-            println!("  {k:<28} {v}");
+            match r.rejection_examples.get(k) {
+                Some(example) => println!("  {k:<28} {v:>6}  e.g. {example}"),
+                None => println!("  {k:<28} {v:>6}"),
+            }
         }
     }
     if let Some(m) = &r.nearest_miss {

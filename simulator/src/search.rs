@@ -173,6 +173,9 @@ pub struct PlanResult {
     pub evaluated: usize,
     /// Rejected candidates by reason.
     pub rejections: BTreeMap<String, usize>,
+    /// For each reason in `rejections`, the first candidate rejected for it and why.
+    #[serde(default)]
+    pub rejection_examples: BTreeMap<String, String>,
     /// The infeasible candidate closest to meeting the SLO (when there is no recommendation, or always if one exists).
     pub nearest_miss: Option<NearestMiss>,
     /// `exhaustive` or `nsga2`.
@@ -204,6 +207,8 @@ enum Outcome {
         reason: &'static str,
         violation: f64,
         rec: Option<Box<Recommendation>>,
+        /// Which candidate ([`describe_candidate`]).
+        candidate: String,
         detail: String,
     },
 }
@@ -228,31 +233,36 @@ impl Ctx<'_> {
             max_batch: s.max_batch,
             gpu_memory_utilization: None,
         };
-        let resolved = match Resolved::new(&cfg, self.model, acc, self.params) {
-            Ok(r) => r,
-            Err(_) => {
-                return Outcome::Rejected {
-                    reason: "UnsupportedCombination",
-                    violation: f64::INFINITY,
-                    rec: None,
-                    detail: String::new(),
-                };
-            }
+        let devices = cfg.devices();
+        let candidate = || {
+            describe_candidate(
+                replicas,
+                devices,
+                &acc.id,
+                (s.tp, s.pp),
+                s.precision,
+                s.engine,
+            )
         };
         let w = self.req.workload;
         let per_replica = Workload {
             concurrency: w.concurrency.div_ceil(replicas).max(1),
             ..w
         };
-        let Ok(pred) = resolved.predict(&per_replica) else {
-            return Outcome::Rejected {
-                reason: "UnsupportedCombination",
-                violation: f64::INFINITY,
-                rec: None,
-                detail: String::new(),
-            };
+        let pred = match Resolved::new(&cfg, self.model, acc, self.params)
+            .and_then(|r| r.predict(&per_replica))
+        {
+            Ok(p) => p,
+            Err(e) => {
+                return Outcome::Rejected {
+                    reason: "UnsupportedCombination",
+                    violation: f64::INFINITY,
+                    rec: None,
+                    candidate: candidate(),
+                    detail: e.to_string(),
+                };
+            }
         };
-        let devices = cfg.devices();
         let cost = price * (devices * replicas) as f64;
         let total_tps = pred.tokens_per_s * replicas as f64;
         let rec = Recommendation {
@@ -282,6 +292,7 @@ impl Ctx<'_> {
                 reason: "DoesNotFitInMemory",
                 violation: f64::INFINITY,
                 rec: None,
+                candidate: candidate(),
                 detail: rec.prediction.memory.verdict.clone(),
             };
         }
@@ -345,6 +356,7 @@ impl Ctx<'_> {
                 reason,
                 violation,
                 rec: Some(Box::new(rec)),
+                candidate: candidate(),
                 detail,
             },
         }
@@ -367,6 +379,8 @@ fn score(obj: Objective, r: &Recommendation) -> f64 {
 struct Collector {
     feasible: Vec<Recommendation>,
     rejections: BTreeMap<String, usize>,
+    /// The first rejected candidate of each reason, with why.
+    examples: BTreeMap<String, String>,
     evaluated: usize,
     nearest: Option<(f64, Recommendation, String, &'static str)>,
 }
@@ -383,9 +397,13 @@ impl Collector {
                 reason,
                 violation,
                 rec,
+                candidate,
                 detail,
             } => {
                 *self.rejections.entry(reason.to_string()).or_default() += 1;
+                self.examples
+                    .entry(reason.to_string())
+                    .or_insert_with(|| format!("{candidate}: {detail}"));
                 if let Some(rec) = rec {
                     let better = match &self.nearest {
                         None => true,
@@ -769,6 +787,7 @@ pub fn plan_with(req: &PlanRequest, params: &FittedParams) -> Result<PlanResult>
     let mut col = Collector {
         feasible: Vec::new(),
         rejections: BTreeMap::new(),
+        examples: BTreeMap::new(),
         evaluated: 0,
         nearest: None,
     };
@@ -842,6 +861,7 @@ pub fn plan_with(req: &PlanRequest, params: &FittedParams) -> Result<PlanResult>
         recommendations: feasible,
         evaluated: col.evaluated,
         rejections: col.rejections,
+        rejection_examples: col.examples,
         nearest_miss,
         strategy: if genetic {
             "nsga2".into()
@@ -849,6 +869,20 @@ pub fn plan_with(req: &PlanRequest, params: &FittedParams) -> Result<PlanResult>
             "exhaustive".into()
         },
     })
+}
+
+/// A candidate as the plan's messages name it: `2 replica(s) of 4× h100_sxm (TP4 PP1, fp8, vllm)`.
+fn describe_candidate(
+    replicas: u32,
+    devices: u32,
+    accelerator: &str,
+    (tp, pp): (u32, u32),
+    precision: Precision,
+    engine: Engine,
+) -> String {
+    format!(
+        "{replicas} replica(s) of {devices}× {accelerator} (TP{tp} PP{pp}, {precision}, {engine})"
+    )
 }
 
 fn advice(
@@ -859,15 +893,13 @@ fn advice(
     detail: &str,
 ) -> String {
     let p = &rec.prediction;
-    let what = format!(
-        "{} replica(s) of {}× {} (TP{} PP{}, {}, {})",
+    let what = describe_candidate(
         rec.replicas,
         rec.gpus_per_replica,
-        rec.accelerator,
-        rec.tp,
-        rec.pp,
+        &rec.accelerator,
+        (rec.tp, rec.pp),
         rec.precision,
-        rec.engine
+        rec.engine,
     );
     let relax = match reason {
         "TtftAboveSlo" => format!(

@@ -103,6 +103,32 @@ fn infeasible_requests_explain_what_to_relax() {
         "{}",
         miss.advice
     );
+    // Every reason comes with a candidate it rejected and why.
+    assert_eq!(
+        res.rejection_examples.keys().collect::<Vec<_>>(),
+        res.rejections.keys().collect::<Vec<_>>()
+    );
+    let example = &res.rejection_examples["TpotAboveSlo"];
+    assert!(
+        example.contains("replica(s) of") && example.contains("exceeds the 1.0 ms target"),
+        "{example}"
+    );
+}
+
+/// A layout the model cannot run (TP 8 over Qwen2.5-7B's 28 heads) is rejected with why.
+#[test]
+fn unsupported_candidates_say_why() {
+    let mut r = request();
+    r.model = "Qwen/Qwen2.5-7B-Instruct".into();
+    r.pools = vec![pool("h100_sxm", 8, "a")];
+    let res = plan(&r).unwrap();
+    assert!(!res.recommendations.is_empty());
+    assert!(res.recommendations.iter().all(|rec| rec.tp != 8));
+    let example = &res.rejection_examples["UnsupportedCombination"];
+    assert!(
+        example.contains("TP8") && example.contains("28 attention heads"),
+        "{example}"
+    );
 }
 
 #[test]
