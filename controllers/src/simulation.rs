@@ -163,10 +163,18 @@ pub fn plan_status(
         let message = format!(
             "none of {} configurations meets the targets; {}",
             result.evaluated,
-            status
-                .nearest_miss
-                .clone()
-                .unwrap_or_else(|| "no candidate fits the model".to_owned())
+            status.nearest_miss.clone().unwrap_or_else(|| {
+                // Nothing even ran: say why most candidates could not.
+                match status.rejections.first() {
+                    Some(r) => format!(
+                        "no candidate runs the model; most ({} of them) for {}, e.g. {}",
+                        r.count,
+                        r.reason,
+                        r.example.as_deref().unwrap_or("no example")
+                    ),
+                    None => "no candidate runs the model".to_owned(),
+                }
+            })
         );
         return fail(status, "NoFeasibleConfiguration", message);
     }
@@ -446,6 +454,37 @@ mod tests {
         assert_eq!(s.observed_generation, Some(2));
         assert!(bud_crds::conditions::is_true(&s.conditions, READY));
         assert!(bud_crds::conditions::is_true(&s.conditions, SUCCEEDED));
+    }
+
+    #[test]
+    fn a_model_no_candidate_holds_fails_saying_why() {
+        let sim = simulation(
+            "meta-llama/Llama-3.1-70B",
+            SloTargets::default(),
+            Candidates {
+                accelerators: vec![CandidateAccelerator {
+                    product: "NVIDIA-L4".into(),
+                    count: 1,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            },
+        );
+        let outcome = plan_status(&sim, &[], None, Timestamp::UNIX_EPOCH);
+        assert_eq!(outcome.reason, "NoFeasibleConfiguration");
+        let ready = outcome
+            .status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == READY)
+            .unwrap();
+        assert!(
+            ready.message.contains("DoesNotFitInMemory")
+                && ready.message.contains("1× l4")
+                && ready.message.contains("does not fit"),
+            "{}",
+            ready.message
+        );
     }
 
     #[test]
