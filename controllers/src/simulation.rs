@@ -167,7 +167,7 @@ pub fn plan_status(
                 // Nothing even ran: say why most candidates could not.
                 match status.rejections.first() {
                     Some(r) => format!(
-                        "no candidate runs the model; most ({} of them) for {}, e.g. {}",
+                        "no candidate runs the model; {} were rejected for {}, the commonest reason, e.g. {}",
                         r.count,
                         r.reason,
                         r.example.as_deref().unwrap_or("no example")
