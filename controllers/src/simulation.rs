@@ -8,7 +8,9 @@
 
 use crate::planning::{self, PlanInputs};
 use crate::{Context, Error, FIELD_MANAGER, Result};
-use bud_crds::conditions::{READY, differ_ignoring_time, new_condition, set_condition};
+use bud_crds::conditions::{
+    READY, differ_ignoring_time, find_condition, new_condition, set_condition,
+};
 use bud_crds::simulation::SimulationSpec;
 use bud_crds::{BudCluster, Simulation, SimulationStatus};
 use futures::StreamExt;
@@ -314,11 +316,7 @@ async fn reconcile(sim: Arc<Simulation>, state: Arc<State>) -> Result<Action> {
             Some(best) => (EventType::Normal, format!("best configuration: {best}")),
             None => (
                 EventType::Warning,
-                outcome
-                    .status
-                    .conditions
-                    .iter()
-                    .find(|c| c.type_ == READY)
+                find_condition(&outcome.status.conditions, READY)
                     .map(|c| c.message.clone())
                     .unwrap_or_default(),
             ),
@@ -472,12 +470,7 @@ mod tests {
         );
         let outcome = plan_status(&sim, &[], None, Timestamp::UNIX_EPOCH);
         assert_eq!(outcome.reason, "NoFeasibleConfiguration");
-        let ready = outcome
-            .status
-            .conditions
-            .iter()
-            .find(|c| c.type_ == READY)
-            .unwrap();
+        let ready = find_condition(&outcome.status.conditions, READY).unwrap();
         assert!(
             ready.message.contains("DoesNotFitInMemory")
                 && ready.message.contains("1× l4")
@@ -504,12 +497,7 @@ mod tests {
             Timestamp::UNIX_EPOCH,
         );
         assert_eq!(outcome.reason, "NoFeasibleConfiguration");
-        let ready = outcome
-            .status
-            .conditions
-            .iter()
-            .find(|c| c.type_ == READY)
-            .unwrap();
+        let ready = find_condition(&outcome.status.conditions, READY).unwrap();
         assert_eq!(ready.status, "False");
         assert!(ready.message.contains("none of"), "{}", ready.message);
         assert!(outcome.status.nearest_miss.is_some());
@@ -530,12 +518,7 @@ mod tests {
             Timestamp::UNIX_EPOCH,
         );
         assert_eq!(outcome.reason, "NoCandidates");
-        let ready = outcome
-            .status
-            .conditions
-            .iter()
-            .find(|c| c.type_ == READY)
-            .unwrap();
+        let ready = find_condition(&outcome.status.conditions, READY).unwrap();
         assert!(ready.message.contains("nowhere"), "{}", ready.message);
     }
 
