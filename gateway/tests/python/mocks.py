@@ -36,6 +36,10 @@ def _words(messages) -> int:
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    # socketserver's default listen backlog is 5: with 16 streams opening connections at once
+    # the kernel drops the overflowing SYNs, the gateway's connect is retried only after a
+    # second and can pass its 2 s connect timeout (a 504). Real engines listen with 2048.
+    request_queue_size = 1024
 
     def handle_error(self, request, client_address):
         # Clients (the gateway) hanging up mid-response is part of the tests.
