@@ -509,6 +509,86 @@ pub struct ErrorStats {
     pub tpot_mape: f64,
 }
 
+impl ErrorStats {
+    /// The figures over both sets of rows (row-weighted, as if scored together).
+    pub fn pooled(&self, other: &ErrorStats) -> ErrorStats {
+        let n = self.n + other.n;
+        let mean = |a: f64, b: f64| (a * self.n as f64 + b * other.n as f64) / n.max(1) as f64;
+        ErrorStats {
+            n,
+            ttft_mape: mean(self.ttft_mape, other.ttft_mape),
+            tpot_mape: mean(self.tpot_mape, other.tpot_mape),
+        }
+    }
+
+    /// As an [`ExpectedError`], rounded to 0.1 %.
+    fn expected_error(&self) -> ExpectedError {
+        let round = |x: f64| (x * 10.0).round() / 10.0;
+        ExpectedError {
+            rows: self.n,
+            ttft_percent: round(self.ttft_mape),
+            tpot_percent: round(self.tpot_mape),
+        }
+    }
+}
+
+/// Leave-one-model-out cross-validation of agg predictions ([`cross_validate_models`]).
+#[derive(Debug, Clone, Default)]
+pub struct ModelCrossValidation {
+    /// Every model's rows, each scored by the fit without its model.
+    pub overall: ErrorStats,
+    /// By left-out model.
+    pub by_model: BTreeMap<String, ErrorStats>,
+}
+
+/// What a model no calibration row measured can expect, estimated on the training rows alone:
+/// for each model the fit saw, refit without that model's agg rows (the analytic parameters,
+/// and the halves of the learned correction `split` kept) and score its training rows. Held-back
+/// rows take no part. Anchors are left out: they never reach a model the fit has not seen.
+pub fn cross_validate_models(
+    samples: &[Sample],
+    split: &FittedParams,
+    rounds: usize,
+) -> ModelCrossValidation {
+    let train: Vec<Sample> = samples
+        .iter()
+        .filter(|s| s.train && !s.disagg)
+        .cloned()
+        .collect();
+    let mut models: Vec<&str> = train.iter().map(|s| s.cfg.model.as_str()).collect();
+    models.sort_unstable();
+    models.dedup();
+    let mut all = Vec::new();
+    let mut by_model = BTreeMap::new();
+    for model in models {
+        let fold: Vec<Sample> = train
+            .iter()
+            .map(|s| Sample {
+                // Rows marked held back are the ones the fold scores and its fit must not see.
+                train: s.cfg.model != model,
+                ..s.clone()
+            })
+            .collect();
+        let mut params = fit(&fold, "leave-one-model-out", rounds);
+        if let Some(kept) = &split.correction {
+            params.correction = Some(fit_correction(&fold, &params).keeping_halves_of(kept));
+        }
+        let pairs: Vec<Pair> = fold
+            .iter()
+            .filter(|s| !s.train)
+            .filter_map(|s| {
+                predict_sample(s, &params).map(|(ttft, tpot)| (ttft, s.ttft_ms, tpot, s.tpot_ms))
+            })
+            .collect();
+        by_model.insert(model.to_string(), stats(&pairs));
+        all.extend(pairs);
+    }
+    ModelCrossValidation {
+        overall: stats(&all),
+        by_model,
+    }
+}
+
 /// How far the measurements themselves are from a smooth curve: every agg point that has a
 /// lower and a higher concurrency of the same configuration (model, device, engine and version,
 /// precisions, parallelism, ISL and OSL) is predicted by log-log interpolation between those
@@ -576,6 +656,9 @@ pub struct AccuracyReport {
     pub noise: ErrorStats,
     /// The same noise over each model's agg rows (training and held back alike).
     pub noise_by_model: BTreeMap<String, ErrorStats>,
+    /// Leave-one-model-out cross-validation, when `calibrate` ran it (an evaluation of given
+    /// parameters cannot: it refits).
+    pub model_cross_validation: Option<ModelCrossValidation>,
 }
 
 /// (predicted TTFT, measured TTFT, predicted TPOT, measured TPOT).
@@ -706,26 +789,28 @@ const MODEL_BASIS: &str = "model";
 
 impl AccuracyReport {
     /// The held-back error by basis that calibrated parameters carry
-    /// ([`FittedParams::held_back_error`]), rounded to 0.1 %.
+    /// ([`FittedParams::held_back_error`]), rounded to 0.1 %. With a cross-validation, the agg
+    /// `model` figure pools the held-back rows of that basis with it.
     pub fn held_back_error(&self) -> HeldBackError {
-        let by_basis = |groups: &BTreeMap<String, BTreeMap<String, ErrorStats>>| {
-            let figure = |name: &str| {
-                let st = groups.get("basis")?.get(name)?;
-                let round = |x: f64| (x * 10.0).round() / 10.0;
-                Some(ExpectedError {
-                    rows: st.n,
-                    ttft_percent: round(st.ttft_mape),
-                    tpot_percent: round(st.tpot_mape),
-                })
-            };
-            ErrorByBasis {
-                measured_deployment: figure(MEASURED_BASIS),
-                model: figure(MODEL_BASIS),
-            }
+        let basis = |groups: &BTreeMap<String, BTreeMap<String, ErrorStats>>, name: &str| {
+            groups.get("basis")?.get(name).cloned()
+        };
+        let cross_validation = self.model_cross_validation.as_ref().map(|cv| &cv.overall);
+        let agg_model = match (basis(&self.by, MODEL_BASIS), cross_validation) {
+            (Some(held), Some(cv)) => Some(held.pooled(cv)),
+            (held, cv) => held.or(cv.cloned()),
         };
         HeldBackError {
-            agg: by_basis(&self.by),
-            disagg: by_basis(&self.disagg_by),
+            agg: ErrorByBasis {
+                measured_deployment: basis(&self.by, MEASURED_BASIS).map(|e| e.expected_error()),
+                model: agg_model.map(|e| e.expected_error()),
+            },
+            disagg: ErrorByBasis {
+                measured_deployment: basis(&self.disagg_by, MEASURED_BASIS)
+                    .map(|e| e.expected_error()),
+                model: basis(&self.disagg_by, MODEL_BASIS).map(|e| e.expected_error()),
+            },
+            agg_model_cross_validation: cross_validation.map(|e| e.expected_error()),
         }
     }
 
@@ -774,6 +859,11 @@ impl AccuracyReport {
                 continue;
             }
             write_group_table(&mut s, "agg", dim, groups);
+            if dim == "basis"
+                && let Some(cv) = &self.model_cross_validation
+            {
+                self.write_model_cross_validation(&mut s, cv);
+            }
         }
         for (dim, groups) in &self.disagg_by {
             write_group_table(&mut s, "disagg", dim, groups);
@@ -786,6 +876,38 @@ impl AccuracyReport {
             );
         }
         s
+    }
+}
+
+impl AccuracyReport {
+    /// The leave-one-model-out table, and the figure predictions of the model alone report.
+    fn write_model_cross_validation(&self, s: &mut String, cv: &ModelCrossValidation) {
+        let _ = writeln!(
+            s,
+            "\nLeave-one-model-out cross-validation on the training agg rows (each model scored by a fit without it; held-back rows take no part):\n\n| left-out model | rows | TTFT MAPE % | TPOT MAPE % |\n|---|---:|---:|---:|"
+        );
+        for (model, st) in &cv.by_model {
+            let _ = writeln!(
+                s,
+                "| {model} | {} | {:.1} | {:.1} |",
+                st.n, st.ttft_mape, st.tpot_mape
+            );
+        }
+        let _ = writeln!(
+            s,
+            "| **all** | {} | {:.1} | {:.1} |",
+            cv.overall.n, cv.overall.ttft_mape, cv.overall.tpot_mape
+        );
+        if let Some(model) = self.held_back_error().agg.model {
+            let _ = writeln!(
+                s,
+                "\nPredictions of the model alone report {:.1} % TTFT / {:.1} % TPOT as their expected error: these {} rows pooled with the wholly held-back models' {} rows.",
+                model.ttft_percent,
+                model.tpot_percent,
+                cv.overall.n,
+                model.rows - cv.overall.n
+            );
+        }
     }
 }
 
@@ -1086,6 +1208,8 @@ pub fn calibrate(
             "Held-back agg rows, analytic model only: TTFT MAPE {:.1}%, TPOT MAPE {:.1}%.",
             analytic.overall.ttft_mape, analytic.overall.tpot_mape
         );
+        let mut analytic = analytic;
+        analytic.model_cross_validation = Some(cross_validate_models(samples, &params, rounds));
         params.held_back_error = Some(analytic.held_back_error());
         params.notes = format!("{} {summary}", params.notes);
         return (params, analytic, summary);
@@ -1144,7 +1268,8 @@ pub fn calibrate(
     let (disagg, disagg_summary) = fit_and_keep_disagg(samples, &params);
     params.disagg = disagg;
     let summary = format!("{summary} {disagg_summary}");
-    let report = evaluate(samples, &params);
+    let mut report = evaluate(samples, &params);
+    report.model_cross_validation = Some(cross_validate_models(samples, &params, rounds));
     params.held_back_error = Some(report.held_back_error());
     params.notes = format!("{} {summary}", params.notes);
     (params, report, summary)
@@ -1254,6 +1379,56 @@ mod tests {
         assert!((one.prefill - 1.0).abs() < 1e-9 && (two.prefill - 1.0).abs() < 1e-9);
         // Never paired: its slowness may be its configurations', so it gets no multiplier.
         assert!(!effects.contains_key("vllm 3.0"), "{effects:?}");
+    }
+
+    #[test]
+    fn cross_validation_scores_each_training_model_by_a_fit_without_it() {
+        let mut rows = Vec::new();
+        for (model, train) in [("a", true), ("b", true), ("held-back", false)] {
+            for c in [1, 4, 16] {
+                let mut s = sample(c, 50.0 * c as f64, 10.0 + c as f64);
+                s.cfg.model = model.into();
+                s.train = train;
+                rows.push(s);
+            }
+        }
+        let cv = cross_validate_models(&rows, &FittedParams::default(), 1);
+        assert_eq!(cv.by_model.keys().collect::<Vec<_>>(), ["a", "b"]);
+        assert!(cv.by_model.values().all(|st| st.n == 3));
+        assert_eq!(cv.overall.n, 6, "held-back rows take no part");
+        assert!(cv.overall.ttft_mape > 0.0 && cv.overall.tpot_mape > 0.0);
+    }
+
+    #[test]
+    fn the_model_basis_pools_held_back_rows_with_the_cross_validation() {
+        let mut report = AccuracyReport::default();
+        let st = |n, ttft_mape, tpot_mape| ErrorStats {
+            n,
+            ttft_mape,
+            tpot_mape,
+        };
+        report.by.entry("basis".into()).or_default().extend([
+            (MODEL_BASIS.to_string(), st(100, 30.0, 10.0)),
+            (MEASURED_BASIS.to_string(), st(50, 10.0, 5.0)),
+        ]);
+        let alone = report.held_back_error();
+        assert_eq!(alone.agg.model.unwrap().ttft_percent, 30.0);
+        assert_eq!(alone.agg_model_cross_validation, None);
+        report.model_cross_validation = Some(ModelCrossValidation {
+            overall: st(300, 50.0, 20.0),
+            by_model: BTreeMap::new(),
+        });
+        let pooled = report.held_back_error();
+        let model = pooled.agg.model.unwrap();
+        assert_eq!(
+            (model.rows, model.ttft_percent, model.tpot_percent),
+            (400, 45.0, 17.5)
+        );
+        assert_eq!(
+            pooled.agg.measured_deployment,
+            alone.agg.measured_deployment
+        );
+        assert_eq!(pooled.agg_model_cross_validation.unwrap().rows, 300);
     }
 
     #[test]

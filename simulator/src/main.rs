@@ -650,6 +650,20 @@ fn run(cli: Cli) -> Result<(), String> {
                 );
             }
             println!("{}", evaluate(&samples, &params).to_markdown());
+            if let Some(e) = params.held_back_error {
+                if let Some(cv) = e.agg_model_cross_validation {
+                    println!(
+                        "Leave-one-model-out cross-validation recorded by calibrate: {} training agg rows, TTFT MAPE {:.1} %, TPOT MAPE {:.1} % (by model in simulator/ACCURACY.md).",
+                        cv.rows, cv.ttft_percent, cv.tpot_percent
+                    );
+                }
+                if let Some(model) = e.agg.model {
+                    println!(
+                        "Expected error reported with predictions of the model alone: TTFT {:.1} %, TPOT {:.1} % ({} rows).",
+                        model.ttft_percent, model.tpot_percent, model.rows
+                    );
+                }
+            }
             Ok(())
         }
         Command::BenchPlan {

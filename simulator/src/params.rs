@@ -237,7 +237,8 @@ pub struct FittedParams {
     #[serde(default)]
     pub disagg: Option<DisaggCorrection>,
     /// How far to trust a prediction: the split fit's error on held-back rows, by whether the
-    /// prediction leans on a measured deployment. The shipped parameters carry the split fit's
+    /// prediction leans on a measured deployment (for the model alone, pooled with a
+    /// leave-one-model-out cross-validation). The shipped parameters carry the split fit's
     /// figures, since their own cannot be scored (absent: never calibrated).
     #[serde(default)]
     pub held_back_error: Option<HeldBackError>,
@@ -264,6 +265,8 @@ pub struct ErrorByBasis {
     #[serde(default)]
     pub measured_deployment: Option<ExpectedError>,
     /// Predictions of the model alone, for deployments never measured (absent: no such row).
+    /// For agg predictions these rows are pooled with the leave-one-model-out
+    /// cross-validation ([`HeldBackError::agg_model_cross_validation`]).
     #[serde(default)]
     pub model: Option<ExpectedError>,
 }
@@ -283,10 +286,17 @@ impl ErrorByBasis {
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct HeldBackError {
-    /// Aggregated serving (`mode=agg` rows).
+    /// Aggregated serving (`mode=agg` rows). Its `model` figure pools the wholly held-back
+    /// models' rows with `agg_model_cross_validation`: two held-back models alone are too few
+    /// to say what an unmeasured model can expect.
     pub agg: ErrorByBasis,
     /// Prefill/decode disaggregated serving (`mode=disagg` rows).
     pub disagg: ErrorByBasis,
+    /// Leave-one-model-out cross-validation of agg predictions on the training rows: each
+    /// model the split fit saw, scored by a fit without it
+    /// ([`crate::calibrate::cross_validate_models`]; absent: not run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agg_model_cross_validation: Option<ExpectedError>,
 }
 
 /// What the analytic disaggregated model ([`crate::batch::disagg_analytic`]) misses, learned

@@ -302,6 +302,11 @@ fn accuracy_calibrate_and_bench_run() {
     let o = bud_sim(&["accuracy", "--data", "data"]);
     assert!(o.status.success(), "{}", text(&o.stderr));
     assert!(text(&o.stdout).contains("held-back agg"));
+    assert!(
+        text(&o.stdout).contains("Leave-one-model-out cross-validation recorded by calibrate"),
+        "{}",
+        text(&o.stdout)
+    );
     let dir = scratch("calibrate");
     let out = dir.join("params.json");
     let o = bud_sim(&[
@@ -329,6 +334,8 @@ fn accuracy_calibrate_and_bench_run() {
         serde_json::from_str(&std::fs::read_to_string(dir.join("params_split.json")).unwrap())
             .unwrap();
     assert_eq!(split["fittedOnEveryRow"], false);
+    let cross_validated = split["heldBackError"]["aggModelCrossValidation"]["rows"].as_u64();
+    assert!(cross_validated.is_some_and(|rows| rows > 0), "{split}");
     let o = bud_sim(&[
         "accuracy",
         "--data",

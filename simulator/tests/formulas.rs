@@ -456,6 +456,7 @@ fn anchors_average_nearby_measurements_of_the_same_deployment() {
             model: Some(figure(30.0)),
         },
         disagg: ErrorByBasis::default(),
+        agg_model_cross_validation: None,
     });
     let expected = |cfg: &ServingConfig| {
         predict_with(cfg, m, h100, &params, &w)
