@@ -561,7 +561,8 @@ pub fn disagg_analytic(
 /// max_concurrency,basis,expected_ttft_error_pct,expected_tpot_error_pct,reason`; `basis` is
 /// `measured deployment` where the calibration data measured the row's deployment and the
 /// prediction leans on it, `model` where the model alone predicts it, and the expected errors
-/// are the calibration's held-back error on that basis (agg or disagg alike).
+/// are the calibration's error on rows it was not fitted on, for that basis (agg or disagg
+/// alike).
 /// Returns (predicted, failed) counts.
 pub fn predict_csv<R: Read, W: Write>(
     input: R,

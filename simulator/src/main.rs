@@ -824,7 +824,7 @@ fn print_plan(r: &PlanResult) {
         };
         println!(
             "P: * on the Pareto front. M: m where the calibration data measured this deployment and the prediction leans on it{}; blank where the model alone predicts it{}.",
-            error(true, "held-back error "),
+            error(true, "expected error "),
             error(false, "")
         );
     }
@@ -968,7 +968,7 @@ fn print_prediction(cfg: &ServingConfig, w: &Workload, p: &bud_simulator::Predic
 fn print_performance(w: &Workload, p: &bud_simulator::Prediction) {
     let trust = |percent: Option<f64>| {
         percent
-            .map(|e| format!("   (held-back error {e:.1} %)"))
+            .map(|e| format!("   (expected error {e:.1} %)"))
             .unwrap_or_default()
     };
     println!(

@@ -177,8 +177,9 @@ pub struct Prediction {
     /// deployments never measured; `expected_error` says by how much.
     #[serde(default)]
     pub measured_deployment: bool,
-    /// How far to trust this prediction: the calibration's held-back error of predictions on
-    /// the same basis ([`FittedParams::held_back_error`]; absent with uncalibrated parameters).
+    /// How far to trust this prediction: the calibration's error on rows it was not fitted on,
+    /// for predictions of the same basis ([`FittedParams::held_back_error`]; absent with
+    /// uncalibrated parameters).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expected_error: Option<ExpectedError>,
 }

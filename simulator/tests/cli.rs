@@ -56,7 +56,7 @@ fn plan_table_and_json() {
     assert!(o.status.success(), "{}", text(&o.stderr));
     let out = text(&o.stdout);
     assert!(out.contains("rank") && out.contains("evaluated"), "{out}");
-    // Qwen3-8B was never measured on an L4: the model alone, with its held-back error.
+    // Qwen3-8B was never measured on an L4: the model alone, with its expected error.
     let model_error = FittedParams::builtin()
         .held_back_error
         .unwrap()
@@ -194,7 +194,7 @@ fn predict_one_configuration() {
     let measured_error = expected.measured_deployment.unwrap();
     for line in [
         "basis: measured deployment".to_string(),
-        format!("(held-back error {:.1} %)", measured_error.ttft_percent),
+        format!("(expected error {:.1} %)", measured_error.ttft_percent),
         "weights".to_string(),
         "KV cache".to_string(),
         "fits:".to_string(),
