@@ -416,7 +416,7 @@ pub fn predict_disagg(
             let (t, f) = anchors.adjust(points, a.at);
             tpot *= t.exp();
             ttft *= f.exp();
-            measured_deployment = true;
+            measured_deployment = anchors.leans_on(points, a.at);
         }
     }
     Ok(DisaggPrediction {

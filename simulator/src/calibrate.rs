@@ -901,7 +901,7 @@ impl AccuracyReport {
         if let Some(model) = self.held_back_error().agg.model {
             let _ = writeln!(
                 s,
-                "\nPredictions of the model alone report {:.1} % TTFT / {:.1} % TPOT as their expected error: these {} rows pooled with the wholly held-back models' {} rows.",
+                "\nPredictions of the model alone report {:.1} % TTFT / {:.1} % TPOT as their expected error: these {} rows pooled with the {} held-back rows the model alone predicts.",
                 model.ttft_percent,
                 model.tpot_percent,
                 cv.overall.n,

@@ -6,6 +6,7 @@
 //! - [`params`]: fitted efficiency and overhead parameters; [`calibrate`] fits them.
 //! - [`search`]: the configuration search ([`plan`]).
 //! - [`batch`]: batch prediction over a scenarios CSV.
+//! - [`published`]: the check against published throughput no fit sees.
 //! - [`serve`]: the OpenAI-compatible engine emulator.
 //!
 //! The library does no I/O except where a function says so (batch files, the emulator).
@@ -19,6 +20,7 @@ pub mod model;
 pub mod params;
 pub mod perf;
 pub mod precision;
+pub mod published;
 pub mod search;
 pub mod serve;
 

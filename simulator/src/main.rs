@@ -7,6 +7,7 @@ use bud_simulator::calibrate::{
 use bud_simulator::hardware::HardwareCatalog;
 use bud_simulator::model::{ModelCatalog, ModelSpec};
 use bud_simulator::params::FittedParams;
+use bud_simulator::published::{self, published_throughput};
 use bud_simulator::search::{CandidatePool, Objective, PlanRequest, PlanResult, SearchMode, Slo};
 use bud_simulator::serve::{Emulator, EmulatorConfig};
 use bud_simulator::{Engine, Precision, ServingConfig, Workload, plan};
@@ -14,6 +15,9 @@ use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
+
+/// The heading of ACCURACY.md's published-throughput table.
+const PUBLISHED_HEADING: &str = "Published TensorRT-LLM 1.0 maximum-load throughput (`trtllm-bench`, perf-overview.md, in `public_anchors.csv`; never fitted, so both parameter sets are scored): Llama-3.1-8B, Llama-3.3-70B and Llama-3.1-405B in FP8 on H100 and H200, each predicted at a load beyond what the replica holds:";
 
 /// `println!` that ends the command quietly when its reader has gone
 /// (`bud-sim plan --json | head`), as other Unix tools do, instead of panicking.
@@ -625,7 +629,20 @@ fn run(cli: Cli) -> Result<(), String> {
                 std::fs::write(path, text + "\n")
                     .map_err(|e| format!("{}: {e}", path.display()))?;
             }
-            let md = report_now.to_markdown();
+            let published = published::to_markdown(&[
+                (
+                    "training-split parameters",
+                    &published_throughput(&data, &split).map_err(|e| e.to_string())?,
+                ),
+                (
+                    "shipped parameters",
+                    &published_throughput(&data, &shipped).map_err(|e| e.to_string())?,
+                ),
+            ]);
+            let md = format!(
+                "{}\n{PUBLISHED_HEADING}\n\n{published}",
+                report_now.to_markdown()
+            );
             eprintln!(
                 "bud-sim calibrate: fitted in {:.1}s -> {} (training split), {} (every row)",
                 started.elapsed().as_secs_f64(),
@@ -650,6 +667,12 @@ fn run(cli: Cli) -> Result<(), String> {
                 );
             }
             println!("{}", evaluate(&samples, &params).to_markdown());
+            let published = published_throughput(&data, &params).map_err(|e| e.to_string())?;
+            println!(
+                "Published TensorRT-LLM 1.0 maximum-load throughput (never fitted; by model in simulator/ACCURACY.md): {} points, MAPE {:.1} %.",
+                published.len(),
+                published::mean_error_percent(&published)
+            );
             if let Some(e) = params.held_back_error {
                 if let Some(cv) = e.agg_model_cross_validation {
                     println!(

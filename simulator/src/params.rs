@@ -377,11 +377,11 @@ impl Anchors {
     pub fn adjust_except(&self, points: &[[f64; 5]], at: [f64; 3], skip_same: bool) -> (f64, f64) {
         let (mut w_sum, mut tpot, mut ttft) = (0.0, 0.0, 0.0);
         for p in points {
-            let d2: f64 = (0..3).map(|i| (p[i] - at[i]).powi(2)).sum();
+            let d2 = squared_distance(p, at);
             if skip_same && d2 < 1e-12 {
                 continue;
             }
-            let w = (-d2 / (2.0 * self.bandwidth * self.bandwidth)).exp();
+            let w = self.weight(d2);
             w_sum += w;
             tpot += w * p[3];
             ttft += w * p[4];
@@ -389,6 +389,29 @@ impl Anchors {
         let denominator = w_sum + self.prior_weight;
         (tpot / denominator, ttft / denominator)
     }
+
+    /// Whether a prediction at `at` leans on the deployment's measurements: together they
+    /// weigh at least as much as "no change", so at least half of their error is applied.
+    /// A prediction far from every measured point (with the fitted width of one doubling, more
+    /// than about 1.7 doublings of input length, output length and load from the nearest) is
+    /// the model's alone, whatever else of the deployment was measured.
+    pub fn leans_on(&self, points: &[[f64; 5]], at: [f64; 3]) -> bool {
+        let weight: f64 = points
+            .iter()
+            .map(|p| self.weight(squared_distance(p, at)))
+            .sum();
+        weight >= self.prior_weight
+    }
+
+    /// Kernel weight of a measured point at squared distance `d2` (in doublings).
+    fn weight(&self, d2: f64) -> f64 {
+        (-d2 / (2.0 * self.bandwidth * self.bandwidth)).exp()
+    }
+}
+
+/// Squared distance, in doublings, between a measured point and where a prediction is made.
+fn squared_distance(point: &[f64; 5], at: [f64; 3]) -> f64 {
+    (0..3).map(|i| (point[i] - at[i]).powi(2)).sum()
 }
 
 /// How one engine release differs from its engine family: releases of the same engine ship

@@ -172,9 +172,9 @@ pub struct Prediction {
     /// Memory per device.
     pub memory: MemoryBreakdown,
     /// The calibration data measured this very deployment (model, device, engine, precisions
-    /// and parallel layout) at some lengths and concurrencies, and the prediction leans on
-    /// those measurements ([`Anchors`]). Such predictions are markedly closer than those of
-    /// deployments never measured; `expected_error` says by how much.
+    /// and parallel layout) at lengths and concurrencies near this workload's, and the
+    /// prediction leans on those measurements ([`Anchors::leans_on`]). Such predictions are
+    /// markedly closer than those of the model alone; `expected_error` says by how much.
     #[serde(default)]
     pub measured_deployment: bool,
     /// How far to trust this prediction: the calibration's error on rows it was not fitted on,
@@ -802,13 +802,15 @@ impl<'a> Resolved<'a> {
                 .clamp(-MAX_CORRECTION_LN, MAX_CORRECTION_LN)
                 .exp();
         }
+        let at = Anchors::at(w.input_tokens, w.output_tokens, w.concurrency);
         let (anchor_tpot, anchor_ttft) = match self.anchors {
-            Some((a, points)) if correct => a.adjust(
-                points,
-                Anchors::at(w.input_tokens, w.output_tokens, w.concurrency),
-            ),
+            Some((a, points)) if correct => a.adjust(points, at),
             _ => (0.0, 0.0),
         };
+        let measured_deployment = correct
+            && self
+                .anchors
+                .is_some_and(|(a, points)| a.leans_on(points, at));
         tpot *= anchor_tpot.exp();
         let decode_time = (osl - 1.0).max(0.0) * tpot;
         let cycle = ttft_run + decode_time;
@@ -843,9 +845,9 @@ impl<'a> Resolved<'a> {
             bottleneck: bottleneck.to_string(),
             devices: (self.tp * self.pp * self.dp) as u32,
             memory,
-            measured_deployment: correct && self.anchors.is_some(),
+            measured_deployment,
             expected_error: correct
-                .then(|| self.expected_error.for_basis(self.anchors.is_some()))
+                .then(|| self.expected_error.for_basis(measured_deployment))
                 .flatten(),
         };
         Ok((prediction, features))

@@ -173,7 +173,8 @@ fn bad_input_names_what_was_wrong() {
 
 #[test]
 fn predict_one_configuration() {
-    // Llama-3.1-70B FP8 on four H100s under vLLM was measured (at other lengths).
+    // Llama-3.1-70B FP8 on four H100s under vLLM was measured at 1024/1024 tokens and 16 and
+    // 32 users.
     let measured = [
         "predict",
         "--model",
@@ -184,8 +185,12 @@ fn predict_one_configuration() {
         "4",
         "--precision",
         "fp8",
+        "--input-tokens",
+        "1024",
+        "--output-tokens",
+        "1024",
         "--concurrency",
-        "64",
+        "32",
     ];
     let o = bud_sim(&measured);
     assert!(o.status.success(), "{}", text(&o.stderr));
@@ -205,7 +210,7 @@ fn predict_one_configuration() {
     assert!(o.status.success(), "{}", text(&o.stderr));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["measuredDeployment"], true);
-    assert_eq!(v["running"], 64);
+    assert_eq!(v["running"], 32);
     assert!(v["ttftMs"].as_f64().unwrap() > 0.0);
     assert!(v["memory"]["fits"].as_bool().unwrap());
 

@@ -458,14 +458,20 @@ fn anchors_average_nearby_measurements_of_the_same_deployment() {
         disagg: ErrorByBasis::default(),
         agg_model_cross_validation: None,
     });
-    let expected = |cfg: &ServingConfig| {
-        predict_with(cfg, m, h100, &params, &w)
-            .unwrap()
-            .expected_error
+    let expected = |cfg: &ServingConfig, w: &Workload| {
+        let p = predict_with(cfg, m, h100, &params, w).unwrap();
+        (p.measured_deployment, p.expected_error)
     };
-    assert_eq!(expected(&cfg), Some(figure(10.0)));
+    assert_eq!(expected(&cfg, &w), (true, Some(figure(10.0))));
+    // Four doublings of load away from the one measured point, the anchor's weight
+    // (e^-8) is far below the prior's: the prediction is the model's, and says so.
+    let far = Workload {
+        concurrency: 256,
+        ..w
+    };
+    assert_eq!(expected(&cfg, &far), (false, Some(figure(30.0))));
     cfg.tp = 4;
-    assert_eq!(expected(&cfg), Some(figure(30.0)));
+    assert_eq!(expected(&cfg, &w), (false, Some(figure(30.0))));
     params.held_back_error = None;
     let other = predict_with(&cfg, m, h100, &params, &w).unwrap();
     assert!(!other.measured_deployment);
