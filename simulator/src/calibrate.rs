@@ -877,9 +877,7 @@ impl AccuracyReport {
         }
         s
     }
-}
 
-impl AccuracyReport {
     /// The leave-one-model-out table, and the figure predictions of the model alone report.
     fn write_model_cross_validation(&self, s: &mut String, cv: &ModelCrossValidation) {
         let _ = writeln!(

@@ -16,6 +16,20 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
+/// The published-throughput check of `params` ([`published_throughput`]), when the data
+/// directory has the published figures.
+fn published_check(
+    data: &std::path::Path,
+    params: &FittedParams,
+) -> Result<Option<Vec<published::PublishedThroughput>>, String> {
+    if !data.join(published::PUBLIC_ANCHORS_FILE).exists() {
+        return Ok(None);
+    }
+    published_throughput(data, params)
+        .map(Some)
+        .map_err(|e| e.to_string())
+}
+
 /// The heading of ACCURACY.md's published-throughput table.
 const PUBLISHED_HEADING: &str = "Published TensorRT-LLM 1.0 maximum-load throughput (`trtllm-bench`, perf-overview.md, in `public_anchors.csv`; never fitted, so both parameter sets are scored): Llama-3.1-8B, Llama-3.3-70B and Llama-3.1-405B in FP8 on H100 and H200, each predicted at a load beyond what the replica holds:";
 
@@ -629,20 +643,17 @@ fn run(cli: Cli) -> Result<(), String> {
                 std::fs::write(path, text + "\n")
                     .map_err(|e| format!("{}: {e}", path.display()))?;
             }
-            let published = published::to_markdown(&[
-                (
-                    "training-split parameters",
-                    &published_throughput(&data, &split).map_err(|e| e.to_string())?,
-                ),
-                (
-                    "shipped parameters",
-                    &published_throughput(&data, &shipped).map_err(|e| e.to_string())?,
-                ),
-            ]);
-            let md = format!(
-                "{}\n{PUBLISHED_HEADING}\n\n{published}",
-                report_now.to_markdown()
-            );
+            let mut md = report_now.to_markdown();
+            if let (Some(split_points), Some(shipped_points)) = (
+                published_check(&data, &split)?,
+                published_check(&data, &shipped)?,
+            ) {
+                let table = published::to_markdown(&[
+                    ("training-split parameters", &split_points),
+                    ("shipped parameters", &shipped_points),
+                ]);
+                md = format!("{md}\n{PUBLISHED_HEADING}\n\n{table}");
+            }
             eprintln!(
                 "bud-sim calibrate: fitted in {:.1}s -> {} (training split), {} (every row)",
                 started.elapsed().as_secs_f64(),
@@ -667,12 +678,13 @@ fn run(cli: Cli) -> Result<(), String> {
                 );
             }
             println!("{}", evaluate(&samples, &params).to_markdown());
-            let published = published_throughput(&data, &params).map_err(|e| e.to_string())?;
-            println!(
-                "Published TensorRT-LLM 1.0 maximum-load throughput (never fitted; by model in simulator/ACCURACY.md): {} points, MAPE {:.1} %.",
-                published.len(),
-                published::mean_error_percent(&published)
-            );
+            if let Some(points) = published_check(&data, &params)? {
+                println!(
+                    "Published TensorRT-LLM 1.0 maximum-load throughput (never fitted; by model in simulator/ACCURACY.md): {} points, MAPE {:.1} %.",
+                    points.len(),
+                    published::mean_error_percent(&points)
+                );
+            }
             if let Some(e) = params.held_back_error {
                 if let Some(cv) = e.agg_model_cross_validation {
                     println!(
