@@ -430,7 +430,8 @@ pub fn fit(samples: &[Sample], command: &str, rounds: usize) -> FittedParams {
     params.release_scale = release_effects(&train);
     // The MoE prefill efficiency is only identifiable for engines measured on dense and MoE
     // models alike; the others borrow the median of those (else the fit trades it freely
-    // against the mix factor and dense models come out wrong).
+    // against the mix factor and dense models come out wrong), or, when no engine is (a
+    // cross-validation fold without Llama-3.1-70B), the starting value of a GPU engine.
     let identifiable = |key: &str| {
         let rows = train.iter().filter(|s| s.key == key);
         let moe = rows.clone().filter(|s| s.model.is_moe()).count();
@@ -454,7 +455,10 @@ pub fn fit(samples: &[Sample], command: &str, rounds: usize) -> FittedParams {
             .map(|k| params.engine(k).moe_prefill_eff)
             .collect();
         shared.sort_by(f64::total_cmp);
-        let borrowed = shared.get(shared.len() / 2).copied().unwrap_or(1.0);
+        let borrowed = shared
+            .get(shared.len() / 2)
+            .copied()
+            .unwrap_or(EngineParams::default_gpu().moe_prefill_eff);
         for key in keys.iter().filter(|k| !identifiable(k)) {
             let rows: Vec<&Sample> = train.iter().copied().filter(|s| &s.key == key).collect();
             let mut ep = params.engine(key);
