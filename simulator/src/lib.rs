@@ -1,7 +1,7 @@
 //! Bud Foundry performance simulator.
 //!
 //! - [`hardware`]: the accelerator catalog (lookups by id or Kubernetes node label value).
-//! - [`model`]: the model catalog and the Hugging Face `config.json` parser.
+//! - [`model`](mod@model): the model catalog and the Hugging Face `config.json` parser.
 //! - [`perf`]: the performance model of one serving configuration ([`predict`]).
 //! - [`params`]: fitted efficiency and overhead parameters; [`calibrate`] fits them.
 //! - [`search`]: the configuration search ([`plan`]).

@@ -261,10 +261,12 @@ pub struct ExpectedError {
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ErrorByBasis {
-    /// Predictions of deployments the calibration data measured (absent: no such held-back row).
+    /// Predictions that lean on measurements of their deployment near the workload
+    /// ([`Anchors::leans_on`]; absent: no such held-back row).
     #[serde(default)]
     pub measured_deployment: Option<ExpectedError>,
-    /// Predictions of the model alone, for deployments never measured (absent: no such row).
+    /// Predictions of the model alone: deployments never measured, or measured only far from
+    /// the workload (absent: no such row).
     /// For agg predictions these rows are pooled with the leave-one-model-out
     /// cross-validation ([`HeldBackError::agg_model_cross_validation`]).
     #[serde(default)]

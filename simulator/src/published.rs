@@ -91,7 +91,7 @@ pub fn published_throughput(
         let line = i + 2;
         let invalid = |what: &str| {
             Error::invalid(
-                "public_anchors.csv",
+                PUBLIC_ANCHORS_FILE,
                 format!("row {line}: {what} ({:?})", row.fields),
             )
         };
