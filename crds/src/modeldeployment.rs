@@ -337,7 +337,8 @@ impl Default for RoutingSpec {
 #[serde(rename_all = "camelCase")]
 pub struct ModelDeploymentStatus {
     /// `Simulated`, `Progressing`, `Available` and the summary `Ready`, whose reason names
-    /// the blocker (e.g. `NoFeasibleConfiguration`, `InsufficientCapacity`, `PodsNotReady`).
+    /// the blocker (e.g. `NoFeasibleConfiguration`, `InsufficientCapacity`, `PodsNotReady`,
+    /// `RollingOut`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,

@@ -787,12 +787,13 @@ async fn record_transitions(
         && ready(old).map(|c| (c.status, c.reason))
             != Some((now.status.clone(), now.reason.clone()))
     {
-        let type_ =
-            if now.status == "True" || now.reason == "Simulating" || now.reason == "PodsNotReady" {
-                EventType::Normal
-            } else {
-                EventType::Warning
-            };
+        let type_ = if now.status == "True"
+            || ["Simulating", "PodsNotReady", "RollingOut"].contains(&now.reason.as_str())
+        {
+            EventType::Normal
+        } else {
+            EventType::Warning
+        };
         events.push((type_, now.reason.clone(), now.message.clone()));
     }
     for (type_, reason, note) in events {

@@ -584,14 +584,12 @@ pub fn plan_status(
                 .blocker
                 .clone()
                 .or_else(|| pod_blocker(observed.pods));
-            let progressing_message = format!(
-                "{} of {desired} replicas updated",
-                observed
-                    .deployment
-                    .and_then(|d| d.status.as_ref())
-                    .and_then(|s| s.updated_replicas)
-                    .unwrap_or(0)
-            );
+            let updated = observed
+                .deployment
+                .and_then(|d| d.status.as_ref())
+                .and_then(|s| s.updated_replicas)
+                .unwrap_or(0);
+            let progressing_message = format!("{updated} of {desired} replicas updated");
             if rolled_out {
                 set(
                     &mut status.conditions,
@@ -649,8 +647,20 @@ pub fn plan_status(
                     ),
                 );
             } else {
-                let (reason, message) = blocker
-                    .unwrap_or(("PodsNotReady", format!("{ready}/{desired} replicas ready")));
+                // Enough pods are ready, but some still run an older configuration (or the
+                // Deployment controller has not caught up with the new one yet).
+                let (reason, message) = blocker.unwrap_or_else(|| {
+                    if ready >= desired {
+                        (
+                            "RollingOut",
+                            format!(
+                                "{ready}/{desired} replicas ready; {updated} of {desired} run the current configuration"
+                            ),
+                        )
+                    } else {
+                        ("PodsNotReady", format!("{ready}/{desired} replicas ready"))
+                    }
+                });
                 set(&mut status.conditions, READY, false, reason, message);
             }
         }
@@ -952,6 +962,74 @@ mod tests {
         );
         assert!(ready.message.contains("Insufficient nvidia.com/gpu"));
         assert!(bud_crds::conditions::is_true(&status.conditions, AVAILABLE));
+    }
+
+    #[test]
+    fn ready_pods_of_an_unfinished_rollout_say_so_rather_than_not_ready() {
+        let md = md(model_spec());
+        let selected = SelectedConfiguration {
+            replicas: 1,
+            accelerator: "NVIDIA-L4".into(),
+            accelerators_per_replica: 1,
+            tensor_parallel: 1,
+            pipeline_parallel: 1,
+            ..Default::default()
+        };
+        let decision = Decision::Deploy(Box::new(selected));
+        // The Deployment's template changed (generation 2); its controller has not caught up.
+        let deployment = Deployment {
+            metadata: kube::api::ObjectMeta {
+                generation: Some(2),
+                ..Default::default()
+            },
+            status: Some(k8s_openapi::api::apps::v1::DeploymentStatus {
+                observed_generation: Some(1),
+                replicas: Some(1),
+                updated_replicas: Some(0),
+                ready_replicas: Some(1),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let ready_condition = |pod_ready: bool| {
+            let status = plan_status(
+                &md,
+                &decision,
+                &ObservedWorkload {
+                    deployment: Some(&deployment),
+                    pods: &[ready_pod("qwen-a", "127.1.1.2", pod_ready)],
+                    blocker: None,
+                    autoscaling: None,
+                    upstream_model: None,
+                    unreachable: None,
+                },
+                "sel".into(),
+                Timestamp::UNIX_EPOCH,
+            );
+            let ready = status
+                .conditions
+                .into_iter()
+                .find(|c| c.type_ == READY)
+                .unwrap();
+            (ready.status, ready.reason, ready.message)
+        };
+        assert_eq!(
+            ready_condition(true),
+            (
+                "False".to_owned(),
+                "RollingOut".to_owned(),
+                "1/1 replicas ready; 0 of 1 run the current configuration".to_owned()
+            )
+        );
+        // Without enough ready pods the reason stays PodsNotReady.
+        assert_eq!(
+            ready_condition(false),
+            (
+                "False".to_owned(),
+                "PodsNotReady".to_owned(),
+                "0/1 replicas ready".to_owned()
+            )
+        );
     }
 
     #[test]
