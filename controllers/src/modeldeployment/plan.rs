@@ -596,7 +596,7 @@ pub fn plan_status(
                     PROGRESSING,
                     true,
                     "RolloutComplete",
-                    progressing_message,
+                    progressing_message.clone(),
                 );
             } else if let Some((reason, message)) = &blocker {
                 set(
@@ -612,7 +612,7 @@ pub fn plan_status(
                     PROGRESSING,
                     true,
                     "RollingOut",
-                    progressing_message,
+                    progressing_message.clone(),
                 );
             }
             let ready = status.ready_replicas;
@@ -654,7 +654,7 @@ pub fn plan_status(
                         (
                             "RollingOut",
                             format!(
-                                "{ready}/{desired} replicas ready; {updated} of {desired} run the current configuration"
+                                "{ready}/{desired} replicas ready; the Deployment is still rolling out ({progressing_message})"
                             ),
                         )
                     } else {
@@ -1018,7 +1018,8 @@ mod tests {
             (
                 "False".to_owned(),
                 "RollingOut".to_owned(),
-                "1/1 replicas ready; 0 of 1 run the current configuration".to_owned()
+                "1/1 replicas ready; the Deployment is still rolling out (0 of 1 replicas updated)"
+                    .to_owned()
             )
         );
         // Without enough ready pods the reason stays PodsNotReady.
