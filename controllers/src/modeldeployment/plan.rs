@@ -584,12 +584,14 @@ pub fn plan_status(
                 .blocker
                 .clone()
                 .or_else(|| pod_blocker(observed.pods));
-            let updated = observed
-                .deployment
-                .and_then(|d| d.status.as_ref())
-                .and_then(|s| s.updated_replicas)
-                .unwrap_or(0);
-            let progressing_message = format!("{updated} of {desired} replicas updated");
+            let progressing_message = format!(
+                "{} of {desired} replicas updated",
+                observed
+                    .deployment
+                    .and_then(|d| d.status.as_ref())
+                    .and_then(|s| s.updated_replicas)
+                    .unwrap_or(0)
+            );
             if rolled_out {
                 set(
                     &mut status.conditions,
@@ -647,9 +649,9 @@ pub fn plan_status(
                     ),
                 );
             } else {
-                // Enough pods are ready, but some still run an older configuration (or the
-                // Deployment controller has not caught up with the new one yet).
                 let (reason, message) = blocker.unwrap_or_else(|| {
+                    // Enough pods are ready, but some still run an older configuration (or
+                    // the Deployment controller has not caught up with the new one yet).
                     if ready >= desired {
                         (
                             "RollingOut",
