@@ -250,6 +250,8 @@ fn weighted_loss(samples: &[&Sample], params: &FittedParams, ttft_weight: f64) -
 
 /// Index of `moePrefillEff` in [`EngineParams::NAMES`].
 const MOE_PREFILL_EFF: usize = 12;
+/// Index of `prefillComputeEff` in [`EngineParams::NAMES`].
+const PREFILL_COMPUTE_EFF: usize = 2;
 
 fn fit_engine(
     key: &str,
@@ -431,7 +433,10 @@ pub fn fit(samples: &[Sample], command: &str, rounds: usize) -> FittedParams {
     // The MoE prefill efficiency is only identifiable for engines measured on dense and MoE
     // models alike; the others borrow the median of those (else the fit trades it freely
     // against the mix factor and dense models come out wrong), or, when no engine is (a
-    // cross-validation fold without Llama-3.1-70B), the starting value of a GPU engine.
+    // cross-validation fold without Llama-3.1-70B), the starting value of a GPU engine. The
+    // same holds for the dense prefill efficiency of a GPU engine with fewer than 20 dense
+    // rows (SGLang in the split fit, whose one dense model is held back; every GPU engine in
+    // that fold): it would trade freely against the fixed prefill overhead.
     let identifiable = |key: &str| {
         let rows = train.iter().filter(|s| s.key == key);
         let moe = rows.clone().filter(|s| s.model.is_moe()).count();
@@ -449,21 +454,30 @@ pub fn fit(samples: &[Sample], command: &str, rounds: usize) -> FittedParams {
                 &[],
             );
         }
-        let mut shared: Vec<f64> = keys
-            .iter()
-            .filter(|k| identifiable(k) && !k.ends_with("-cpu"))
-            .map(|k| params.engine(k).moe_prefill_eff)
-            .collect();
-        shared.sort_by(f64::total_cmp);
-        let borrowed = shared
-            .get(shared.len() / 2)
-            .copied()
-            .unwrap_or(EngineParams::default_gpu().moe_prefill_eff);
+        let borrowed = |get: fn(&EngineParams) -> f64| {
+            let mut shared: Vec<f64> = keys
+                .iter()
+                .filter(|k| identifiable(k) && !k.ends_with("-cpu"))
+                .map(|k| get(&params.engine(k)))
+                .collect();
+            shared.sort_by(f64::total_cmp);
+            shared
+                .get(shared.len() / 2)
+                .copied()
+                .unwrap_or(get(&EngineParams::default_gpu()))
+        };
+        let borrowed_moe = borrowed(|p| p.moe_prefill_eff);
+        let borrowed_dense = borrowed(|p| p.prefill_compute_eff);
         for key in keys.iter().filter(|k| !identifiable(k)) {
             let rows: Vec<&Sample> = train.iter().copied().filter(|s| &s.key == key).collect();
             let mut ep = params.engine(key);
+            let mut pinned = vec![MOE_PREFILL_EFF];
             if !key.ends_with("-cpu") {
-                ep.moe_prefill_eff = borrowed;
+                ep.moe_prefill_eff = borrowed_moe;
+                if rows.iter().filter(|s| !s.model.is_moe()).count() < 20 {
+                    ep.prefill_compute_eff = borrowed_dense;
+                    pinned.push(PREFILL_COMPUTE_EFF);
+                }
             }
             params.engines.insert(key.clone(), ep);
             fit_engine(
@@ -471,7 +485,7 @@ pub fn fit(samples: &[Sample], command: &str, rounds: usize) -> FittedParams {
                 &rows,
                 &mut params,
                 if outer == 0 { rounds } else { rounds / 2 + 1 },
-                &[MOE_PREFILL_EFF],
+                &pinned,
             );
         }
         for acc in &accs {
@@ -1381,6 +1395,26 @@ mod tests {
         assert!((one.prefill - 1.0).abs() < 1e-9 && (two.prefill - 1.0).abs() < 1e-9);
         // Never paired: its slowness may be its configurations', so it gets no multiplier.
         assert!(!effects.contains_key("vllm 3.0"), "{effects:?}");
+    }
+
+    #[test]
+    fn an_engine_without_dense_rows_keeps_both_prefill_efficiencies_at_their_prior() {
+        // Only MoE rows: neither the dense nor the MoE prefill efficiency can be told apart
+        // from the fixed prefill overhead, and no other engine has them to borrow.
+        let moe = crate::model::model("Qwen/Qwen3-30B-A3B").unwrap().clone();
+        let rows: Vec<Sample> = (1..=24)
+            .map(|c| {
+                let mut s = sample(c, 40.0 + 10.0 * c as f64, 8.0 + c as f64 / 4.0);
+                s.cfg.model = moe.id.clone();
+                s.model = moe.clone();
+                s
+            })
+            .collect();
+        let fitted = fit(&rows, "test", 2).engine("vllm");
+        let prior = EngineParams::default_gpu();
+        assert_eq!(fitted.prefill_compute_eff, prior.prefill_compute_eff);
+        assert_eq!(fitted.moe_prefill_eff, prior.moe_prefill_eff);
+        assert_ne!(fitted, prior, "the other parameters are fitted");
     }
 
     #[test]
