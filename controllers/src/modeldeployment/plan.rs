@@ -747,6 +747,18 @@ mod tests {
         }
     }
 
+    /// What is observed of a workload with nothing in its way.
+    fn observed<'a>(deployment: Option<&'a Deployment>, pods: &'a [Pod]) -> ObservedWorkload<'a> {
+        ObservedWorkload {
+            deployment,
+            pods,
+            blocker: None,
+            autoscaling: None,
+            upstream_model: None,
+            unreachable: None,
+        }
+    }
+
     fn ready_pod(name: &str, ip: &str, ready: bool) -> Pod {
         Pod {
             metadata: kube::api::ObjectMeta {
@@ -894,14 +906,7 @@ mod tests {
         let status = plan_status(
             &md,
             &Decision::External,
-            &ObservedWorkload {
-                deployment: None,
-                pods: &[],
-                blocker: None,
-                autoscaling: None,
-                upstream_model: None,
-                unreachable: None,
-            },
+            &observed(None, &[]),
             String::new(),
             Timestamp::UNIX_EPOCH,
         );
@@ -943,14 +948,7 @@ mod tests {
         let status = plan_status(
             &md,
             &decision,
-            &ObservedWorkload {
-                deployment: None,
-                pods: &pods,
-                blocker: None,
-                autoscaling: None,
-                upstream_model: None,
-                unreachable: None,
-            },
+            &observed(None, &pods),
             "sel".into(),
             Timestamp::UNIX_EPOCH,
         );
@@ -997,14 +995,10 @@ mod tests {
             let status = plan_status(
                 &md,
                 &decision,
-                &ObservedWorkload {
-                    deployment: Some(&deployment),
-                    pods: &[ready_pod("qwen-a", "127.1.1.2", pod_ready)],
-                    blocker: None,
-                    autoscaling: None,
-                    upstream_model: None,
-                    unreachable: None,
-                },
+                &observed(
+                    Some(&deployment),
+                    &[ready_pod("qwen-a", "127.1.1.2", pod_ready)],
+                ),
                 "sel".into(),
                 Timestamp::UNIX_EPOCH,
             );
@@ -1058,12 +1052,8 @@ mod tests {
             &md,
             &Decision::Deploy(Box::new(selected)),
             &ObservedWorkload {
-                deployment: None,
-                pods: &[],
-                blocker: None,
-                autoscaling: None,
-                upstream_model: None,
                 unreachable: Some("BudCluster work is not Ready (Unreachable): refused".into()),
+                ..observed(None, &[])
             },
             "sel".into(),
             Timestamp::UNIX_EPOCH,
