@@ -252,6 +252,9 @@ fn weighted_loss(samples: &[&Sample], params: &FittedParams, ttft_weight: f64) -
 const MOE_PREFILL_EFF: usize = 12;
 /// Index of `prefillComputeEff` in [`EngineParams::NAMES`].
 const PREFILL_COMPUTE_EFF: usize = 2;
+/// Training rows of an engine on dense (or MoE) models it takes to identify its dense (or MoE)
+/// prefill efficiency; with fewer it borrows the other engines' (see [`fit`]).
+const MIN_IDENTIFYING_ROWS: usize = 20;
 
 fn fit_engine(
     key: &str,
@@ -441,7 +444,7 @@ pub fn fit(samples: &[Sample], command: &str, rounds: usize) -> FittedParams {
         let rows = train.iter().filter(|s| s.key == key);
         let moe = rows.clone().filter(|s| s.model.is_moe()).count();
         let dense = rows.filter(|s| !s.model.is_moe()).count();
-        moe >= 20 && dense >= 20
+        moe >= MIN_IDENTIFYING_ROWS && dense >= MIN_IDENTIFYING_ROWS
     };
     for outer in 0..2 {
         for key in keys.iter().filter(|k| identifiable(k)) {
@@ -474,7 +477,7 @@ pub fn fit(samples: &[Sample], command: &str, rounds: usize) -> FittedParams {
             let mut pinned = vec![MOE_PREFILL_EFF];
             if !key.ends_with("-cpu") {
                 ep.moe_prefill_eff = borrowed_moe;
-                if rows.iter().filter(|s| !s.model.is_moe()).count() < 20 {
+                if rows.iter().filter(|s| !s.model.is_moe()).count() < MIN_IDENTIFYING_ROWS {
                     ep.prefill_compute_eff = borrowed_dense;
                     pinned.push(PREFILL_COMPUTE_EFF);
                 }
