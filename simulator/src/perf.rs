@@ -673,9 +673,15 @@ impl<'a> Resolved<'a> {
         }
         let t_comp = t_flops / p.prefill_compute_eff;
         let t_mem = bytes / (self.acc.memory_bandwidth * p.mem_eff);
+        // Expert parallelism splits the routed experts between devices; MoE tensor
+        // parallelism slices every expert, so each device still runs all of them.
+        let local_experts = m.moe.as_ref().map_or(0.0, |moe| {
+            moe.num_experts as f64 / self.moe_ep * moe.moe_layers as f64
+        });
         let t = t_comp.max(t_mem)
             + t_comm
             + p.layer_overhead_us * 1e-6 * layers
+            + p.expert_overhead_us * 1e-6 * local_experts
             + p.prefill_overhead_ms * 1e-3;
         t * self.scale * self.release.prefill
     }

@@ -359,6 +359,35 @@ fn attention_flops_run_at_bf16_whatever_the_weights() {
 }
 
 #[test]
+fn prefill_pays_the_expert_overhead_once_per_routed_expert_a_device_holds() {
+    // DeepSeek-V3 (256 routed experts in 58 MoE layers) on eight H200s, and a dense model,
+    // with a 10 µs cost per expert and layer: with expert parallelism 8 each device holds 32
+    // experts per layer (18.56 ms), with MoE tensor parallelism all 256 (148.48 ms).
+    use bud_simulator::params::FittedParams;
+    use bud_simulator::perf::Resolved;
+    let h200 = accelerator("h200_sxm").unwrap();
+    let without = FittedParams::default();
+    let mut with = without.clone();
+    with.engines.get_mut("trtllm").unwrap().expert_overhead_us = 10.0;
+    let added = |name: &str, moe_ep: Option<u32>| {
+        let mut cfg = ServingConfig::new(name, "h200_sxm", Engine::Trtllm);
+        cfg.tp = 8;
+        cfg.moe_ep = moe_ep;
+        let m = model(name).unwrap();
+        let at = |p: &FittedParams| {
+            Resolved::new(&cfg, m, h200, p)
+                .unwrap()
+                .prefill(1024.0, true)
+        };
+        at(&with) - at(&without)
+    };
+    let v3 = "deepseek-ai/DeepSeek-V3";
+    assert!(close(added(v3, Some(8)), 10e-6 * 32.0 * 58.0, 1e-9));
+    assert!(close(added(v3, None), 10e-6 * 256.0 * 58.0, 1e-9));
+    assert_eq!(added("meta-llama/Llama-3.1-70B", None), 0.0);
+}
+
+#[test]
 fn release_multipliers_apply_only_to_the_release_they_were_fitted_for() {
     use bud_simulator::params::{FittedParams, ReleaseScale};
     let mut params = FittedParams::builtin().clone();
