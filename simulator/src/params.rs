@@ -60,11 +60,11 @@ pub struct EngineParams {
     /// several steps, each shared with the running decodes, before its first token.
     #[serde(default = "unchunked")]
     pub prefill_chunk_tokens: f64,
-    /// Fixed prefill cost per routed expert a device holds, per MoE layer, µs: the
-    /// per-expert work of a prefill's grouped GEMMs that no batching or CUDA graph hides.
-    /// Leave-one-model-out cross-validation found it: the measured prefill floor follows
-    /// experts times MoE layers (DeepSeek's 256 × 58 sit far above gpt-oss's 128 × 36), not
-    /// the layer count or the active parameters.
+    /// Fixed prefill cost per routed expert a device holds, per MoE layer, µs. The measured
+    /// prefill floor of MoE models follows experts times MoE layers (DeepSeek's 256 × 58 far
+    /// above gpt-oss's 128 × 36) rather than their FLOPs, bytes or layer count; decode, at up
+    /// to as many experts per step, shows no such cost. Leave-one-model-out cross-validation
+    /// decided (simulator README).
     #[serde(default)]
     pub expert_overhead_us: f64,
 }
