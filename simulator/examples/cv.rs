@@ -1,10 +1,17 @@
-//! Leave-one-model-out cross-validation on the training rows only (held-back rows are never
-//! used), as `bud-sim calibrate` records it, but with the analytic model's figures beside the
-//! corrected ones: for each model seen by the fit, refit without that model's rows and score
-//! its training rows. The tool for deciding whether a modelling change generalises.
+//! Cross-validation on the training rows only (held-back rows are never used), with the
+//! analytic model's figures beside the corrected ones. The tool for deciding whether a modelling
+//! change generalises. Two tables:
+//! - leave-one-model-out, as `bud-sim calibrate` records it: for each model seen by the fit,
+//!   refit without that model's rows and score them (what a model never measured can expect);
+//! - by deployment: the deployments dealt into five folds, each refitted without its
+//!   deployments' rows (what a new layout, device or precision of a measured model can expect).
+//!
 //! `cargo run --release -p bud-simulator --example cv -- [DATA] [ROUNDS]`
 
-use bud_simulator::calibrate::{SPLIT_PARAMS_FILE, cross_validate_models, load_samples};
+use bud_simulator::calibrate::{
+    ModelCrossValidation, SPLIT_PARAMS_FILE, cross_validate_deployments, cross_validate_models,
+    load_samples,
+};
 use bud_simulator::params::FittedParams;
 use std::path::Path;
 
@@ -13,22 +20,31 @@ fn main() {
     let data = args.get(1).map(String::as_str).unwrap_or("simulator/data");
     let rounds: usize = args.get(2).and_then(|r| r.parse().ok()).unwrap_or(30);
     let all = load_samples(Path::new(data)).expect("load samples");
-    let split: FittedParams = serde_json::from_str(
+    // The committed split fit's choice of correction halves, and none at all.
+    let corrected: FittedParams = serde_json::from_str(
         &std::fs::read_to_string(Path::new(data).join(SPLIT_PARAMS_FILE)).expect("read params"),
     )
     .expect("parse params");
-    // The committed split fit's choice of correction halves, and none at all.
-    let corrected = cross_validate_models(&all, &split, rounds);
-    let analytic = cross_validate_models(
-        &all,
-        &FittedParams {
-            correction: None,
-            ..split
-        },
-        rounds,
+    let analytic = FittedParams {
+        correction: None,
+        ..corrected.clone()
+    };
+    print_table(
+        "left-out model",
+        &cross_validate_models(&all, &analytic, rounds),
+        &cross_validate_models(&all, &corrected, rounds),
     );
+    println!();
+    print_table(
+        "model (its deployments left out in five folds)",
+        &cross_validate_deployments(&all, &analytic, rounds, 5),
+        &cross_validate_deployments(&all, &corrected, rounds, 5),
+    );
+}
+
+fn print_table(first: &str, analytic: &ModelCrossValidation, corrected: &ModelCrossValidation) {
     println!(
-        "| left-out model | rows | analytic TTFT % | analytic TPOT % | corrected TTFT % | corrected TPOT % |\n|---|---:|---:|---:|---:|---:|"
+        "| {first} | rows | analytic TTFT % | analytic TPOT % | corrected TTFT % | corrected TPOT % |\n|---|---:|---:|---:|---:|---:|"
     );
     let rows = analytic
         .by_model

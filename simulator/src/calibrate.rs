@@ -553,12 +553,13 @@ impl ErrorStats {
     }
 }
 
-/// Leave-one-model-out cross-validation of agg predictions ([`cross_validate_models`]).
+/// Cross-validation of agg predictions on the training rows ([`cross_validate_models`],
+/// [`cross_validate_deployments`]).
 #[derive(Debug, Clone, Default)]
 pub struct ModelCrossValidation {
-    /// Every model's rows, each scored by the fit without its model.
+    /// Every training row, each scored by the fit of the fold that left it out.
     pub overall: ErrorStats,
-    /// By left-out model.
+    /// The same rows by model.
     pub by_model: BTreeMap<String, ErrorStats>,
 }
 
@@ -571,42 +572,85 @@ pub fn cross_validate_models(
     split: &FittedParams,
     rounds: usize,
 ) -> ModelCrossValidation {
-    let train: Vec<Sample> = samples
+    cross_validate(samples, split, rounds, |s| s.cfg.model.clone())
+}
+
+/// What a deployment the data did not measure can expect when its model was measured in other
+/// layouts, devices or precisions: the training rows' deployments ([`Anchors::key`](crate::params::Anchors::key)),
+/// in sorted order, are dealt round-robin into `folds` folds, and each fold is refitted without
+/// its deployments' rows and scores them, as [`cross_validate_models`] does with models.
+pub fn cross_validate_deployments(
+    samples: &[Sample],
+    split: &FittedParams,
+    rounds: usize,
+    folds: usize,
+) -> ModelCrossValidation {
+    let hw = HardwareCatalog::builtin();
+    let deployment = |s: &Sample| {
+        hw.get(&s.cfg.accelerator)
+            .ok()
+            .and_then(|acc| Resolved::new(&s.cfg, &s.model, acc, split).ok())
+            .map(|r| r.deployment)
+            .unwrap_or_else(|| s.id.clone())
+    };
+    let mut deployments: Vec<String> = samples
         .iter()
         .filter(|s| s.train && !s.disagg)
-        .cloned()
+        .map(deployment)
         .collect();
-    let mut models: Vec<&str> = train.iter().map(|s| s.cfg.model.as_str()).collect();
-    models.sort_unstable();
-    models.dedup();
+    deployments.sort_unstable();
+    deployments.dedup();
+    cross_validate(samples, split, rounds, |s| {
+        let index = deployments.binary_search(&deployment(s)).unwrap_or(0);
+        format!("fold {}", index % folds.max(1))
+    })
+}
+
+/// Group the training agg rows by `group`; for each group refit without its rows (analytic
+/// parameters, and the halves of the learned correction `split` kept) and score them.
+fn cross_validate(
+    samples: &[Sample],
+    split: &FittedParams,
+    rounds: usize,
+    group: impl Fn(&Sample) -> String,
+) -> ModelCrossValidation {
+    let train: Vec<(String, &Sample)> = samples
+        .iter()
+        .filter(|s| s.train && !s.disagg)
+        .map(|s| (group(s), s))
+        .collect();
+    let mut groups: Vec<&str> = train.iter().map(|(g, _)| g.as_str()).collect();
+    groups.sort_unstable();
+    groups.dedup();
     let mut all = Vec::new();
-    let mut by_model = BTreeMap::new();
-    for model in models {
+    let mut by_model: BTreeMap<String, Vec<Pair>> = BTreeMap::new();
+    for left_out in groups {
         let fold: Vec<Sample> = train
             .iter()
-            .map(|s| Sample {
+            .map(|(g, s)| Sample {
                 // Rows marked held back are the ones the fold scores and its fit must not see.
-                train: s.cfg.model != model,
-                ..s.clone()
+                train: g != left_out,
+                ..(*s).clone()
             })
             .collect();
-        let mut params = fit(&fold, "leave-one-model-out", rounds);
+        let mut params = fit(&fold, "cross-validation", rounds);
         if let Some(kept) = &split.correction {
             params.correction = Some(fit_correction(&fold, &params).keeping_halves_of(kept));
         }
-        let pairs: Vec<Pair> = fold
-            .iter()
-            .filter(|s| !s.train)
-            .filter_map(|s| {
-                predict_sample(s, &params).map(|(ttft, tpot)| (ttft, s.ttft_ms, tpot, s.tpot_ms))
-            })
-            .collect();
-        by_model.insert(model.to_string(), stats(&pairs));
-        all.extend(pairs);
+        for s in fold.iter().filter(|s| !s.train) {
+            if let Some((ttft, tpot)) = predict_sample(s, &params) {
+                let pair = (ttft, s.ttft_ms, tpot, s.tpot_ms);
+                by_model.entry(s.cfg.model.clone()).or_default().push(pair);
+                all.push(pair);
+            }
+        }
     }
     ModelCrossValidation {
         overall: stats(&all),
-        by_model,
+        by_model: by_model
+            .into_iter()
+            .map(|(model, pairs)| (model, stats(&pairs)))
+            .collect(),
     }
 }
 
@@ -1436,6 +1480,29 @@ mod tests {
         assert!(cv.by_model.values().all(|st| st.n == 3));
         assert_eq!(cv.overall.n, 6, "held-back rows take no part");
         assert!(cv.overall.ttft_mape > 0.0 && cv.overall.tpot_mape > 0.0);
+    }
+
+    #[test]
+    fn deployment_cross_validation_leaves_each_deployment_out_whole() {
+        // One model in two deployments that disagree tenfold: TP 2 measures ten times the
+        // TTFT and TPOT of TP 1, which no fit of one of them can predict of the other. Were a
+        // deployment's rows split across folds, each fold would see half of them.
+        let mut rows = Vec::new();
+        for (tp, scale) in [(1, 1.0), (2, 10.0)] {
+            for c in [1, 2, 4, 8, 16, 32] {
+                let mut s = sample(c, scale * 50.0 * c as f64, scale * (10.0 + c as f64));
+                s.cfg.tp = tp;
+                rows.push(s);
+            }
+        }
+        let cv = cross_validate_deployments(&rows, &FittedParams::default(), 2, 2);
+        assert_eq!(cv.overall.n, 12, "every training row is scored once");
+        assert_eq!(cv.by_model.keys().collect::<Vec<_>>(), ["Qwen/Qwen3-8B"]);
+        assert!(
+            cv.overall.tpot_mape > 80.0,
+            "each deployment is scored by a fit of the other alone: {:?}",
+            cv.overall
+        );
     }
 
     #[test]
