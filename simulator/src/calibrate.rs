@@ -11,12 +11,13 @@
 
 use crate::batch::{ModelResolver, ScenarioRow, read_rows};
 use crate::error::{Error, Result};
-use crate::hardware::HardwareCatalog;
+use crate::hardware::{DeviceKind, HardwareCatalog};
 use crate::model::ModelSpec;
 use crate::params::{
     EngineParams, ErrorByBasis, ExpectedError, FittedParams, HeldBackError, ReleaseScale,
 };
 use crate::perf::{Resolved, ServingConfig, Workload, params_key};
+use crate::precision::Engine;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
@@ -500,6 +501,30 @@ pub fn fit(samples: &[Sample], command: &str, rounds: usize) -> FittedParams {
             // Only GPU generations measured by more than one engine/model get a scale.
             if rows.len() >= 30 {
                 fit_scale(acc, &rows, &mut params);
+            }
+        }
+    }
+    // The sparse-attention cost is identified only by an engine measured on such models; the
+    // other GPU engines borrow it (the median of those engines), or keep the starting value.
+    let sparse_rows = |key: &str| {
+        train
+            .iter()
+            .filter(|s| s.key == key && s.model.attention_topk > 0)
+            .count()
+    };
+    let mut measured: Vec<f64> = keys
+        .iter()
+        .filter(|k| !k.ends_with("-cpu") && sparse_rows(k) >= MIN_IDENTIFYING_ROWS)
+        .map(|k| params.engine(k).sparse_attention_layer_us)
+        .collect();
+    measured.sort_by(f64::total_cmp);
+    if let Some(&borrowed) = measured.get(measured.len() / 2) {
+        for engine in [Engine::Vllm, Engine::Sglang, Engine::Trtllm] {
+            let key = params_key(engine, DeviceKind::Gpu, true);
+            if sparse_rows(&key) < MIN_IDENTIFYING_ROWS {
+                let mut ep = params.engine(&key);
+                ep.sparse_attention_layer_us = borrowed;
+                params.engines.insert(key, ep);
             }
         }
     }
@@ -1390,7 +1415,6 @@ pub fn refit_on_every_row(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::precision::Engine;
 
     fn sample(concurrency: u32, ttft_ms: f64, tpot_ms: f64) -> Sample {
         Sample {
@@ -1462,6 +1486,34 @@ mod tests {
         assert_eq!(fitted.prefill_compute_eff, prior.prefill_compute_eff);
         assert_eq!(fitted.moe_prefill_eff, prior.moe_prefill_eff);
         assert_ne!(fitted, prior, "the other parameters are fitted");
+    }
+
+    #[test]
+    fn engines_without_sparse_attention_rows_borrow_the_fitted_cost() {
+        // DeepSeek-V3 and GLM-5 on SGLang measured as the starting parameters predict them,
+        // but GLM-5's decode steps 5 ms slower: the fit gives SGLang a sparse-attention cost,
+        // and vLLM and TensorRT-LLM, never measured on such a model, take the same.
+        let start = FittedParams::default();
+        let rows: Vec<Sample> = ["deepseek-ai/DeepSeek-V3", "zhipuai/GLM-5"]
+            .into_iter()
+            .flat_map(|name| (1..=24).map(move |c| (name, c)))
+            .map(|(name, c)| {
+                let mut s = sample(c, 0.0, 0.0);
+                s.model = crate::model::model(name).unwrap().clone();
+                s.cfg = ServingConfig::new(name, "b200_sxm", Engine::Sglang);
+                s.cfg.tp = 8;
+                s.key = "sglang".into();
+                let (ttft, tpot) = predict_sample(&s, &start).unwrap();
+                let slower = if s.model.attention_topk > 0 { 5.0 } else { 0.0 };
+                (s.ttft_ms, s.tpot_ms) = (ttft, tpot + slower);
+                s
+            })
+            .collect();
+        let fitted = fit(&rows, "test", 4);
+        let sglang = fitted.engine("sglang").sparse_attention_layer_us;
+        assert!((sglang - 5000.0 / 78.0).abs() < 10.0, "{sglang}");
+        assert_eq!(fitted.engine("vllm").sparse_attention_layer_us, sglang);
+        assert_eq!(fitted.engine("trtllm").sparse_attention_layer_us, sglang);
     }
 
     #[test]

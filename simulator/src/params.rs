@@ -67,6 +67,12 @@ pub struct EngineParams {
     /// decided (simulator README).
     #[serde(default)]
     pub expert_overhead_us: f64,
+    /// Per-layer cost of a decode step of a sparse-attention model (DeepSeek Sparse Attention,
+    /// `index_topk` in its config: an indexer scores the cached tokens and picks the top k
+    /// before attention, several kernels more per layer), µs. GLM-5 on SGLang identifies it;
+    /// engines without such rows borrow it. Cross-validation decided (simulator README).
+    #[serde(default)]
+    pub sparse_attention_layer_us: f64,
 }
 
 fn unchunked() -> f64 {
@@ -83,7 +89,7 @@ fn one() -> f64 {
 
 impl EngineParams {
     /// Parameter names in fitting order.
-    pub const NAMES: [&'static str; 17] = [
+    pub const NAMES: [&'static str; 18] = [
         "memEff",
         "decodeComputeEff",
         "prefillComputeEff",
@@ -101,6 +107,7 @@ impl EngineParams {
         "alltoallUs",
         "prefillChunkTokens",
         "expertOverheadUs",
+        "sparseAttentionLayerUs",
     ];
 
     /// Get a parameter by index (for the fitter).
@@ -123,6 +130,7 @@ impl EngineParams {
             self.alltoall_us,
             self.prefill_chunk_tokens,
             self.expert_overhead_us,
+            self.sparse_attention_layer_us,
         ][i]
     }
 
@@ -145,7 +153,8 @@ impl EngineParams {
             13 => &mut self.moe_tp_penalty,
             14 => &mut self.alltoall_us,
             15 => &mut self.prefill_chunk_tokens,
-            _ => &mut self.expert_overhead_us,
+            16 => &mut self.expert_overhead_us,
+            _ => &mut self.sparse_attention_layer_us,
         };
         *slot = v;
     }
@@ -168,7 +177,8 @@ impl EngineParams {
             13 => (0.0, 2.0),
             14 => (0.5, 200.0),
             15 => (256.0, 65536.0),
-            _ => (0.0, 100.0),
+            16 => (0.0, 100.0),
+            _ => (0.0, 200.0),
         }
     }
 
@@ -192,6 +202,7 @@ impl EngineParams {
             alltoall_us: 8.0,
             prefill_chunk_tokens: 8192.0,
             expert_overhead_us: 0.0,
+            sparse_attention_layer_us: 0.0,
         }
     }
 
@@ -215,6 +226,7 @@ impl EngineParams {
             alltoall_us: 8.0,
             prefill_chunk_tokens: 8192.0,
             expert_overhead_us: 0.0,
+            sparse_attention_layer_us: 0.0,
         }
     }
 }

@@ -605,8 +605,10 @@ impl<'a> Resolved<'a> {
                 );
             }
         }
+        let sparse_layers = if m.attention_topk > 0 { layers } else { 0.0 };
         let t_over = p.step_overhead_ms * 1e-3
             + p.layer_overhead_us * 1e-6 * layers
+            + p.sparse_attention_layer_us * 1e-6 * sparse_layers
             + p.seq_overhead_us * 1e-6 * b;
         let total = (t_math + t_comm + t_over) * self.scale * self.release.decode;
         let bottleneck = if t_over >= t_math.max(t_comm) {

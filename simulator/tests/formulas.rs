@@ -388,6 +388,38 @@ fn prefill_pays_the_expert_overhead_once_per_routed_expert_a_device_holds() {
 }
 
 #[test]
+fn sparse_attention_models_pay_their_indexer_in_every_layer_of_a_decode_step() {
+    // GLM-5 (DeepSeek Sparse Attention, 78 layers) and DeepSeek-V3 (dense MLA) on eight
+    // B200s, with a 10 µs cost per sparse-attention layer: GLM-5's step grows by 0.78 ms,
+    // DeepSeek-V3's not at all, and neither prefill changes.
+    use bud_simulator::params::FittedParams;
+    use bud_simulator::perf::Resolved;
+    let b200 = accelerator("b200_sxm").unwrap();
+    let without = FittedParams::default();
+    let mut with = without.clone();
+    with.engines
+        .get_mut("sglang")
+        .unwrap()
+        .sparse_attention_layer_us = 10.0;
+    let added = |name: &str| {
+        let mut cfg = ServingConfig::new(name, "b200_sxm", Engine::Sglang);
+        cfg.tp = 8;
+        let m = model(name).unwrap();
+        let at = |p: &FittedParams| {
+            let r = Resolved::new(&cfg, m, b200, p).unwrap();
+            (r.decode_step(16.0, 2048.0).0, r.prefill(1024.0, true))
+        };
+        let (step, prefill) = at(&with);
+        let (step0, prefill0) = at(&without);
+        assert_eq!(prefill, prefill0, "{name}: prefill does not pay it");
+        step - step0
+    };
+    assert_eq!(model("zhipuai/GLM-5").unwrap().num_layers, 78);
+    assert!(close(added("zhipuai/GLM-5"), 10e-6 * 78.0, 1e-9));
+    assert_eq!(added("deepseek-ai/DeepSeek-V3"), 0.0);
+}
+
+#[test]
 fn release_multipliers_apply_only_to_the_release_they_were_fitted_for() {
     use bud_simulator::params::{FittedParams, ReleaseScale};
     let mut params = FittedParams::builtin().clone();
