@@ -119,6 +119,20 @@ impl ScenarioRow {
             }
             return Ok(((tp, pp, dp, Some(1), Some(k)), batch_ranks));
         }
+        if moe_tp == Some(1)
+            && tp > 1
+            && dp == tp
+            && moe_ep == Some(tp * dp)
+            && self.number_in_id("tp").is_none_or(|n| n == tp)
+            && self.number_in_id("ep").is_none_or(|n| n == tp)
+        {
+            // Rows named `..._tp<k>_ep<k>_...` (and their unnamed duplicates) that record
+            // attention TP k × DP k with EP k² and the batch per DP rank (vLLM, Kimi-K2.5): each
+            // is the measurement another collection records as TP k, DP 1, EP k with the whole
+            // batch, to the digit. The deployment is k devices, attention TP k, experts over EP
+            // k; the users stay batch × k, the `c<N>` of the id.
+            return Ok(((tp, pp, 1, Some(1), Some(tp)), batch_ranks));
+        }
         Ok(((tp, pp, dp, moe_tp, moe_ep), batch_ranks))
     }
 
@@ -677,6 +691,17 @@ mod tests {
         let cfg = r.config("").unwrap();
         assert_eq!((cfg.tp, cfg.moe_tp, cfg.moe_ep), (8, Some(1), Some(8)));
         assert_eq!(r.workload().unwrap().concurrency, 16);
+        // `tp4_ep4` recorded as attention TP 4 × DP 4, EP 16 and 1 user per rank (the twin
+        // of a row recording TP 4, DP 1, EP 4 and 4 users): 4 devices, TP 4, EP 4, 4 users.
+        let r = row("x_c4_tp4_ep4_1301", "4", "4", "1", "16", "1");
+        let cfg = r.config("").unwrap();
+        assert_eq!(
+            (cfg.tp, cfg.attention_dp, cfg.moe_tp, cfg.moe_ep),
+            (4, 1, Some(1), Some(4))
+        );
+        assert_eq!(cfg.devices(), 4);
+        assert_eq!(cfg.max_batch, Some(4));
+        assert_eq!(r.workload().unwrap().concurrency, 4);
         // An id that names another TP is taken as recorded: TP 4 with MoE TP 2 × EP 2.
         let r = row("x_c16_tp4_epnone_16", "4", "", "2", "2", "16");
         let cfg = r.config("").unwrap();
