@@ -98,7 +98,17 @@ impl ScenarioRow {
             // run attention data parallel (rows with tp_size 1 and moe_tp_size 2 or 4).
             dp = moe_world / tp;
         }
-        let batch_ranks = dp;
+        // With attention data parallelism `batch_size` counts one DP rank: the `c<N>` of the
+        // id is batch × ranks. Where the id's `c<N>` is the batch itself, the batch is the
+        // whole closed loop, as the data's README defines `batch_size`.
+        let batch_ranks = if prefix.is_empty()
+            && dp > 1
+            && self.number_in_id("c") == Some(self.count("batch_size", 1)?)
+        {
+            1
+        } else {
+            dp
+        };
         if let (Some(k), Some(ep)) = (moe_tp, moe_ep)
             && k == ep
             && k > 1
@@ -702,6 +712,11 @@ mod tests {
         assert_eq!(cfg.devices(), 4);
         assert_eq!(cfg.max_batch, Some(4));
         assert_eq!(r.workload().unwrap().concurrency, 4);
+        // `tp8_ep8` with attention DP 64, but the id's `c32` is the batch itself: 32 users.
+        let r = row("x_c32_tp8_ep8_1537", "1", "64", "8", "8", "32");
+        let cfg = r.config("").unwrap();
+        assert_eq!((cfg.tp, cfg.attention_dp, cfg.moe_ep), (1, 8, Some(8)));
+        assert_eq!(r.workload().unwrap().concurrency, 32);
         // An id that names another TP is taken as recorded: TP 4 with MoE TP 2 × EP 2.
         let r = row("x_c16_tp4_epnone_16", "4", "", "2", "2", "16");
         let cfg = r.config("").unwrap();
