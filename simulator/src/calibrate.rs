@@ -257,6 +257,13 @@ const PREFILL_COMPUTE_EFF: usize = 2;
 /// prefill efficiency; with fewer it borrows the other engines' (see [`fit`]).
 const MIN_IDENTIFYING_ROWS: usize = 20;
 
+/// The median of `values` (the upper one of an even count), `None` when there are none: what an
+/// engine borrows from the engines that identify a parameter.
+fn median(mut values: Vec<f64>) -> Option<f64> {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied()
+}
+
 fn fit_engine(
     key: &str,
     samples: &[&Sample],
@@ -459,16 +466,13 @@ pub fn fit(samples: &[Sample], command: &str, rounds: usize) -> FittedParams {
             );
         }
         let borrowed = |get: fn(&EngineParams) -> f64| {
-            let mut shared: Vec<f64> = keys
-                .iter()
-                .filter(|k| identifiable(k) && !k.ends_with("-cpu"))
-                .map(|k| get(&params.engine(k)))
-                .collect();
-            shared.sort_by(f64::total_cmp);
-            shared
-                .get(shared.len() / 2)
-                .copied()
-                .unwrap_or(get(&EngineParams::default_gpu()))
+            median(
+                keys.iter()
+                    .filter(|k| identifiable(k) && !k.ends_with("-cpu"))
+                    .map(|k| get(&params.engine(k)))
+                    .collect(),
+            )
+            .unwrap_or(get(&EngineParams::default_gpu()))
         };
         let borrowed_moe = borrowed(|p| p.moe_prefill_eff);
         let borrowed_dense = borrowed(|p| p.prefill_compute_eff);
@@ -512,13 +516,12 @@ pub fn fit(samples: &[Sample], command: &str, rounds: usize) -> FittedParams {
             .filter(|s| s.key == key && s.model.attention_topk > 0)
             .count()
     };
-    let mut measured: Vec<f64> = keys
+    let measured = keys
         .iter()
         .filter(|k| !k.ends_with("-cpu") && sparse_rows(k) >= MIN_IDENTIFYING_ROWS)
         .map(|k| params.engine(k).sparse_attention_layer_us)
         .collect();
-    measured.sort_by(f64::total_cmp);
-    if let Some(&borrowed) = measured.get(measured.len() / 2) {
+    if let Some(borrowed) = median(measured) {
         for engine in [Engine::Vllm, Engine::Sglang, Engine::Trtllm] {
             let key = params_key(engine, DeviceKind::Gpu, true);
             if sparse_rows(&key) < MIN_IDENTIFYING_ROWS {
