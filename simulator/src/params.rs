@@ -64,13 +64,14 @@ pub struct EngineParams {
     /// prefill floor of MoE models follows experts times MoE layers (DeepSeek's 256 × 58 far
     /// above gpt-oss's 128 × 36) rather than their FLOPs, bytes or layer count; decode, at up
     /// to as many experts per step, shows no such cost. Leave-one-model-out cross-validation
-    /// decided (simulator README).
+    /// decided (simulator/CALIBRATION_LOG.md).
     #[serde(default)]
     pub expert_overhead_us: f64,
     /// Per-layer cost of a decode step of a sparse-attention model (DeepSeek Sparse Attention,
     /// `index_topk` in its config: an indexer scores the cached tokens and picks the top k
     /// before attention, several kernels more per layer), µs. GLM-5 on SGLang identifies it;
-    /// engines without such rows borrow it. Cross-validation decided (simulator README).
+    /// engines without such rows borrow it. Cross-validation decided
+    /// (simulator/CALIBRATION_LOG.md).
     #[serde(default)]
     pub sparse_attention_layer_us: f64,
 }
