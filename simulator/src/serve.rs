@@ -394,17 +394,21 @@ async fn completions(State(emu): State<Arc<Emulator>>, body: Option<Json<Value>>
     handle(emu, body, false).await
 }
 
-/// A running request: holds a batch slot and its share of the KV cache; released on drop so
-/// a client that disconnects mid-stream frees its slot.
+/// A running request: holds a batch slot and its share of the KV cache, released on drop so
+/// a client that disconnects mid-stream frees its slot, and sleeps off the model's delays
+/// before its first token and between tokens under the load of the moment.
 struct Admission {
     emu: Arc<Emulator>,
     _permit: tokio::sync::OwnedSemaphorePermit,
     tokens: f64,
-    generated: u32,
+    max_tokens: u32,
+    timing: Timing,
+    pacer: Pacer,
 }
 
 impl Admission {
-    async fn acquire(emu: Arc<Emulator>, prompt: u32) -> Option<Self> {
+    /// Wait for a batch slot; `None` when the engine is shutting down.
+    async fn acquire(emu: Arc<Emulator>, prompt: u32, max_tokens: u32) -> Option<Self> {
         emu.counters.lock().expect("counters lock").waiting += 1;
         let permit = Arc::clone(&emu.slots).acquire_owned().await;
         let mut c = emu.counters.lock().expect("counters lock");
@@ -415,16 +419,42 @@ impl Admission {
         c.prompt_tokens += prompt as u64;
         drop(c);
         Some(Admission {
+            timing: emu.timing(prompt),
             emu,
             _permit: permit,
             tokens: prompt as f64,
-            generated: 0,
+            max_tokens,
+            pacer: Pacer {
+                owed: Duration::ZERO,
+            },
         })
+    }
+
+    /// Wait out the time to the first token; `flush` sleeps even a debt below the pacer's
+    /// granularity (a stream shows each token when it is due).
+    async fn first_token(&mut self, flush: bool) {
+        let delay = self.emu.first_token_delay(
+            self.running(),
+            self.timing.prompt as f64,
+            &self.timing,
+            self.max_tokens,
+        );
+        self.pacer.owe(self.emu.scaled(delay), flush).await;
+    }
+
+    /// Wait out the gap before output token `i` (none before the first) and count the token.
+    async fn token(&mut self, i: u32, flush: bool) {
+        if i > 0 {
+            let gap =
+                self.emu
+                    .token_gap(self.running(), self.tokens, &self.timing, self.max_tokens);
+            self.pacer.owe(self.emu.scaled(gap), flush).await;
+        }
+        self.add_token();
     }
 
     fn add_token(&mut self) {
         self.tokens += 1.0;
-        self.generated += 1;
         let mut c = self.emu.counters.lock().expect("counters lock");
         c.running_tokens += 1.0;
         c.generation_tokens += 1;
@@ -588,7 +618,8 @@ async fn handle(emu: Arc<Emulator>, body: Option<Json<Value>>, chat: bool) -> Re
         return Sse::new(ReceiverStream::new(rx)).into_response();
     }
     let start = Instant::now();
-    let Some(mut adm) = Admission::acquire(Arc::clone(&emu), req.prompt_tokens).await else {
+    let admitted = Admission::acquire(Arc::clone(&emu), req.prompt_tokens, req.max_tokens).await;
+    let Some(mut adm) = admitted else {
         return error_response(
             StatusCode::SERVICE_UNAVAILABLE,
             "engine is shutting down",
@@ -596,28 +627,14 @@ async fn handle(emu: Arc<Emulator>, body: Option<Json<Value>>, chat: bool) -> Re
             None,
         );
     };
-    let timing = emu.timing(req.prompt_tokens);
-    let mut pacer = Pacer {
-        owed: Duration::ZERO,
-    };
-    let first = emu.first_token_delay(
-        adm.running(),
-        req.prompt_tokens as f64,
-        &timing,
-        req.max_tokens,
-    );
-    pacer.owe(emu.scaled(first), false).await;
+    adm.first_token(false).await;
     let ttft = start.elapsed().as_secs_f64();
     let mut text = String::new();
     for i in 0..req.max_tokens {
-        if i > 0 {
-            let gap = emu.token_gap(adm.running(), adm.tokens, &timing, req.max_tokens);
-            pacer.owe(emu.scaled(gap), i + 1 == req.max_tokens).await;
-        }
+        adm.token(i, i + 1 == req.max_tokens).await;
         text.push_str(word(i));
-        adm.add_token();
     }
-    pacer.owe(Duration::ZERO, true).await;
+    adm.pacer.owe(Duration::ZERO, true).await;
     finish(&emu, ttft, start);
     let usage = json!({"prompt_tokens": req.prompt_tokens, "completion_tokens": req.max_tokens, "total_tokens": req.prompt_tokens + req.max_tokens});
     let body = if chat {
@@ -683,30 +700,17 @@ async fn stream_task(
         }
     };
     let start = Instant::now();
-    let Some(mut adm) = Admission::acquire(Arc::clone(&emu), req.prompt_tokens).await else {
+    let admitted = Admission::acquire(Arc::clone(&emu), req.prompt_tokens, req.max_tokens).await;
+    let Some(mut adm) = admitted else {
         return;
     };
-    let timing = emu.timing(req.prompt_tokens);
-    let mut pacer = Pacer {
-        owed: Duration::ZERO,
-    };
-    let first = emu.first_token_delay(
-        adm.running(),
-        req.prompt_tokens as f64,
-        &timing,
-        req.max_tokens,
-    );
-    pacer.owe(emu.scaled(first), true).await;
+    adm.first_token(true).await;
     if chat && !send(chunk(&id, created, &req.model, chat, Some(""), true, None)).await {
         return;
     }
     let ttft = start.elapsed().as_secs_f64();
     for i in 0..req.max_tokens {
-        if i > 0 {
-            let gap = emu.token_gap(adm.running(), adm.tokens, &timing, req.max_tokens);
-            pacer.owe(emu.scaled(gap), true).await;
-        }
-        adm.add_token();
+        adm.token(i, true).await;
         let last = i + 1 == req.max_tokens;
         if !send(chunk(
             &id,
