@@ -850,7 +850,7 @@ pub fn plan_with(req: &PlanRequest, params: &FittedParams) -> Result<PlanResult>
         r.rank = i + 1;
     }
     let nearest_miss = col.nearest.map(|(violation, rec, detail, reason)| {
-        let advice = advice(req, &rec, reason, violation, &detail);
+        let advice = advice(&rec, reason, violation, &detail);
         NearestMiss {
             candidate: rec,
             reason: reason.to_string(),
@@ -885,13 +885,7 @@ fn describe_candidate(
     )
 }
 
-fn advice(
-    req: &PlanRequest,
-    rec: &Recommendation,
-    reason: &str,
-    violation: f64,
-    detail: &str,
-) -> String {
+fn advice(rec: &Recommendation, reason: &str, violation: f64, detail: &str) -> String {
     let p = &rec.prediction;
     let what = describe_candidate(
         rec.replicas,
@@ -924,9 +918,8 @@ fn advice(
         }
         _ => "add devices or choose a smaller precision".to_string(),
     };
-    let _ = req;
-    format!(
-        "Nearest miss: {what}: {detail} (off by {:.0}%); {relax}.",
-        (violation - 1.0) * 100.0
-    )
+    // Whole percent, but a near miss keeps one decimal rather than reading "off by 0%".
+    let off = (violation - 1.0) * 100.0;
+    let decimals = if off < 10.0 { 1 } else { 0 };
+    format!("Nearest miss: {what}: {detail} (off by {off:.decimals$}%); {relax}.")
 }
