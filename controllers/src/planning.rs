@@ -257,6 +257,7 @@ pub fn api_recommendation(rec: &Recommendation, pools: &[CandidatePool]) -> ApiR
         replicas: rec.replicas as i32,
         tensor_parallel: rec.tp as i32,
         pipeline_parallel: rec.pp as i32,
+        expert_parallel: (rec.expert_parallel > 1).then_some(rec.expert_parallel as i32),
         precision: Some(api_precision(rec.precision)),
         engine: engine_type(rec.engine),
         max_batch_size: Some(rec.max_batch as i32),
@@ -264,10 +265,11 @@ pub fn api_recommendation(rec: &Recommendation, pools: &[CandidatePool]) -> ApiR
     }
 }
 
-/// One line for `kubectl get`: `2x NVIDIA-H100-80GB-HBM3 TP2 VLLM FP8, 1 replica`.
+/// One line for `kubectl get`: `2x NVIDIA-H100-80GB-HBM3 TP2 VLLM FP8, 1 replica`
+/// (`TP8 EP8` where the experts are spread over the tensor-parallel group).
 pub fn describe(rec: &ApiRecommendation) -> String {
     format!(
-        "{}x {} TP{}{} {} {}, {} replica{}",
+        "{}x {} TP{}{}{} {} {}, {} replica{}",
         rec.accelerators_per_replica,
         rec.accelerator,
         rec.tensor_parallel,
@@ -276,6 +278,9 @@ pub fn describe(rec: &ApiRecommendation) -> String {
         } else {
             String::new()
         },
+        rec.expert_parallel
+            .map(|ep| format!(" EP{ep}"))
+            .unwrap_or_default(),
         rec.engine.as_str(),
         rec.precision
             .map(|p| serde_json::to_value(p)

@@ -82,6 +82,7 @@ use serde::{Deserialize, Serialize};
 #[x_kube(validation = Rule::new("!(has(self.replicas) && has(self.autoscaling))").message("spec.replicas and spec.autoscaling are mutually exclusive; remove spec.replicas to autoscale").field_path(".replicas"))]
 #[x_kube(validation = Rule::new("!has(self.provider) || (!has(self.placement) && !has(self.autoscaling) && !has(self.engine) && !has(self.slo))").message("spec.provider deploys nothing: spec.placement, spec.engine, spec.slo and spec.autoscaling apply only to spec.model").field_path(".provider"))]
 #[x_kube(validation = Rule::new("!has(self.provider) || !has(self.cluster)").message("spec.cluster applies only to spec.model").field_path(".cluster"))]
+#[x_kube(validation = Rule::new("!has(self.placement) || !has(self.placement.expertParallel) || self.placement.expertParallel == 1 || !has(self.engine) || !(has(self.engine.type) && self.engine.type in ['TGI', 'LlamaCpp'])").message("placement.expertParallel needs an engine that spreads experts (VLLM, SGLang, TensorRTLLM or Auto); TGI and LlamaCpp slice them").field_path(".placement.expertParallel"))]
 pub struct ModelDeploymentSpec {
     /// The model to serve on the fleet. Exactly one of `model` and `provider` is set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -240,6 +241,7 @@ pub struct EngineSpec {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("!has(self.acceleratorsPerReplica) || self.acceleratorsPerReplica == self.tensorParallel * self.pipelineParallel").message("acceleratorsPerReplica must equal tensorParallel x pipelineParallel").field_path(".acceleratorsPerReplica"))]
+#[x_kube(validation = Rule::new("!has(self.expertParallel) || self.expertParallel == 1 || self.expertParallel == self.tensorParallel").message("expertParallel must be 1 or equal tensorParallel: the engines spread the experts over the tensor-parallel group").field_path(".expertParallel"))]
 pub struct Placement {
     /// Accelerator product as in the BudCluster inventory, e.g. `NVIDIA-H100-80GB-HBM3`, or
     /// `CPU` for CPU-only serving.
@@ -265,6 +267,13 @@ pub struct Placement {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 4096))]
     pub max_batch_size: Option<i32>,
+    /// Expert parallelism of a mixture-of-experts model: its routed experts spread whole over
+    /// this many accelerators (vLLM `--enable-expert-parallel`, SGLang `--ep-size`,
+    /// TensorRT-LLM `--ep_size`) instead of every expert sliced by tensor parallelism. 1 or
+    /// tensorParallel; absent or 1 slices the experts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 64))]
+    pub expert_parallel: Option<i32>,
 }
 
 fn one() -> i32 {
@@ -389,6 +398,10 @@ pub struct SelectedConfiguration {
     pub tensor_parallel: i32,
     /// Pipeline-parallel degree.
     pub pipeline_parallel: i32,
+    /// Expert-parallel degree of a mixture-of-experts model (experts spread whole over the
+    /// tensor-parallel group); absent when the experts are sliced by tensor parallelism.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expert_parallel: Option<i32>,
     /// Weight precision.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub precision: Option<Precision>,

@@ -206,6 +206,10 @@ pub struct Recommendation {
     pub tensor_parallel: i32,
     /// Pipeline-parallel degree.
     pub pipeline_parallel: i32,
+    /// Expert-parallel degree of a mixture-of-experts model (experts spread whole over the
+    /// tensor-parallel group); absent when the experts are sliced by tensor parallelism.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expert_parallel: Option<i32>,
     /// Weight precision.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub precision: Option<Precision>,

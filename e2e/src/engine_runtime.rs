@@ -20,8 +20,11 @@ pub const ENGINE_SELECTOR: &str = "app.kubernetes.io/component=engine";
 const MODEL_ID_ANNOTATION: &str = "bud.studio/model-id";
 const ACCELERATOR_ANNOTATION: &str = "bud.studio/accelerator";
 
-/// The flags of `bud-sim serve` for an engine container's arguments.
+/// The flags of `bud-sim serve` for an engine container's command and arguments: the engine
+/// the command starts (`trtllm-serve`, `sglang.launch_server`; vLLM otherwise) and the layout,
+/// batch limit and context its arguments give, in vLLM's spelling.
 pub fn emulator_args(
+    container_command: &[String],
     container_args: &[String],
     model_id: Option<&str>,
     accelerator: Option<&str>,
@@ -29,6 +32,18 @@ pub fn emulator_args(
     port: u16,
 ) -> Vec<String> {
     let mut out = Vec::new();
+    let engine = container_command.iter().find_map(|c| {
+        if c.contains("trtllm") {
+            Some("trtllm")
+        } else if c.contains("sglang") {
+            Some("sglang")
+        } else {
+            None
+        }
+    });
+    if let Some(engine) = engine {
+        out.extend(["--engine".to_owned(), engine.to_owned()]);
+    }
     let mut model = None;
     let mut served = None;
     let mut i = 0;
@@ -66,6 +81,20 @@ pub fn emulator_args(
                 Some("--max-model-len")
             }
             "--quantization" => Some("--quantization"),
+            // vLLM spreads the experts over the TP group with a switch, SGLang and
+            // TensorRT-LLM with an expert-parallel size (the operator renders it equal to TP).
+            "--enable-expert-parallel" => {
+                out.push("--enable-expert-parallel".into());
+                i += 1;
+                continue;
+            }
+            "--ep-size" | "--ep_size" => {
+                if value.as_deref().and_then(|v| v.parse::<u32>().ok()) > Some(1) {
+                    out.push("--enable-expert-parallel".into());
+                }
+                i += 2;
+                continue;
+            }
             // Where the engine listens is the pod's business; the emulator gets the pod's address.
             "--host" | "--hostname" | "--port" => None,
             _ => {
@@ -246,6 +275,9 @@ fn reconcile_pod(
             .or(s.containers.first())
     });
     let container_args = container.and_then(|c| c.args.clone()).unwrap_or_default();
+    let container_command = container
+        .and_then(|c| c.command.clone())
+        .unwrap_or_default();
     let port = container
         .and_then(|c| c.ports.as_ref())
         .and_then(|ports| ports.first())
@@ -254,6 +286,7 @@ fn reconcile_pod(
     let annotations = pod.annotations();
     let mut args = vec!["serve".to_owned()];
     args.extend(emulator_args(
+        &container_command,
         &container_args,
         annotations.get(MODEL_ID_ANNOTATION).map(String::as_str),
         annotations.get(ACCELERATOR_ANNOTATION).map(String::as_str),
@@ -338,8 +371,11 @@ mod tests {
             "--max-num-seqs",
             "64",
             "--enable-prefix-caching",
+            "--enable-expert-parallel",
         ]);
+        let command = strings(&["python3", "-m", "vllm.entrypoints.openai.api_server"]);
         let out = emulator_args(
+            &command,
             &args,
             None,
             Some("NVIDIA-H100-80GB-HBM3"),
@@ -353,6 +389,7 @@ mod tests {
                 "2",
                 "--max-num-seqs",
                 "64",
+                "--enable-expert-parallel",
                 "--model",
                 "Qwen/Qwen3-8B",
                 "--served-model-name",
@@ -378,8 +415,20 @@ mod tests {
             "4",
             "--max-running-requests",
             "32",
+            "--ep-size",
+            "4",
         ]);
-        let out = emulator_args(&args, Some("Qwen/Qwen3-8B"), None, "127.1.1.6", 8000);
+        let command = strings(&["python3", "-m", "sglang.launch_server"]);
+        let out = emulator_args(
+            &command,
+            &args,
+            Some("Qwen/Qwen3-8B"),
+            None,
+            "127.1.1.6",
+            8000,
+        );
+        assert!(out.windows(2).any(|w| w == ["--engine", "sglang"]));
+        assert!(out.contains(&"--enable-expert-parallel".to_owned()));
         assert!(out.windows(2).any(|w| w == ["--tensor-parallel-size", "4"]));
         assert!(out.windows(2).any(|w| w == ["--max-num-seqs", "32"]));
         assert!(out.windows(2).any(|w| w == ["--model", "Qwen/Qwen3-8B"]));
@@ -396,8 +445,22 @@ mod tests {
             "8000",
             "--tp_size",
             "2",
+            "--ep_size",
+            "1",
         ]);
-        let out = emulator_args(&args, Some("Qwen/Qwen3-8B"), None, "127.1.1.7", 8000);
+        let out = emulator_args(
+            &strings(&["trtllm-serve"]),
+            &args,
+            Some("Qwen/Qwen3-8B"),
+            None,
+            "127.1.1.7",
+            8000,
+        );
+        assert!(out.windows(2).any(|w| w == ["--engine", "trtllm"]));
+        assert!(
+            !out.contains(&"--enable-expert-parallel".to_owned()),
+            "EP 1 slices the experts: {out:?}"
+        );
         assert!(out.windows(2).any(|w| w == ["--model", "Qwen/Qwen3-8B"]));
         assert!(
             out.windows(2)

@@ -174,6 +174,16 @@ fn invalid_cases() -> Vec<Invalid> {
             expect: &["spec.placement.acceleratorsPerReplica", "must equal"],
         },
         Invalid {
+            what: "expert parallelism other than the tensor-parallel group",
+            yaml: "spec: {model: {uri: hf://Qwen/Qwen3-30B-A3B}, placement: {accelerator: NVIDIA-H100-80GB-HBM3, tensorParallel: 4, expertParallel: 2}}",
+            expect: &["spec.placement.expertParallel", "1 or equal tensorParallel"],
+        },
+        Invalid {
+            what: "expert parallelism on an engine that slices experts",
+            yaml: "spec: {model: {uri: hf://Qwen/Qwen3-30B-A3B}, engine: {type: TGI}, placement: {accelerator: NVIDIA-H100-80GB-HBM3, tensorParallel: 2, expertParallel: 2}}",
+            expect: &["spec.placement.expertParallel", "TGI and LlamaCpp slice them"],
+        },
+        Invalid {
             what: "unknown engine",
             yaml: "spec: {model: {uri: hf://Qwen/Qwen3-8B}, engine: {type: Vllm}}",
             expect: &["spec.engine.type", "Unsupported value"],

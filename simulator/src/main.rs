@@ -291,6 +291,11 @@ struct ServeArgs {
     /// Pipeline stages (vLLM's --pipeline-parallel-size).
     #[arg(long = "pipeline-parallel-size", default_value_t = 1)]
     pipeline_parallel_size: u32,
+    /// Spread a mixture-of-experts model's experts whole over the tensor-parallel ranks
+    /// instead of slicing every expert (vLLM's --enable-expert-parallel); a dense model
+    /// ignores it, as vLLM does.
+    #[arg(long = "enable-expert-parallel")]
+    enable_expert_parallel: bool,
     /// Largest number of requests decoded together; the rest wait (vLLM's --max-num-seqs).
     #[arg(long = "max-num-seqs", default_value_t = 256)]
     max_num_seqs: u32,
@@ -330,6 +335,9 @@ struct ServeArgs {
     seed: u64,
 }
 
+/// `bud-sim serve` flags without a value (the others the filter passes take one).
+const SERVE_SWITCHES: &[&str] = &["--enable-expert-parallel"];
+
 const SERVE_FLAGS_WITH_VALUE: &[&str] = &[
     "--model",
     "--served-model-name",
@@ -361,6 +369,7 @@ fn filter_serve_args(args: Vec<String>) -> Vec<String> {
             && name != "-h"
             && name != "--help"
             && !SERVE_FLAGS_WITH_VALUE.contains(&name)
+            && !SERVE_SWITCHES.contains(&name)
         {
             let takes_value =
                 !a.contains('=') && args.get(i + 1).is_some_and(|n| !n.starts_with("--"));
@@ -1088,6 +1097,10 @@ fn serve(a: ServeArgs) -> Result<(), String> {
     let mut serving = ServingConfig::new(&model.id, &accelerator.id, engine);
     serving.tp = a.tensor_parallel_size;
     serving.pp = a.pipeline_parallel_size;
+    if a.enable_expert_parallel && model.is_moe() {
+        serving.moe_tp = Some(1);
+        serving.moe_ep = Some(a.tensor_parallel_size);
+    }
     serving.max_batch = Some(a.max_num_seqs.max(1));
     serving.precision = precision;
     serving.gpu_memory_utilization = a.gpu_memory_utilization;
@@ -1117,6 +1130,19 @@ fn serve(a: ServeArgs) -> Result<(), String> {
             max_model_len = fits as u32;
         }
     }
+    eprintln!(
+        "bud-sim serve: emulating {engine} serving {} on {}× {} (TP{} PP{}{}), up to {} running requests, context {max_model_len} tokens",
+        model.id,
+        serving.tp * serving.pp,
+        accelerator.id,
+        serving.tp,
+        serving.pp,
+        serving
+            .moe_ep
+            .map(|ep| format!(" EP{ep}"))
+            .unwrap_or_default(),
+        a.max_num_seqs.max(1),
+    );
     let emu = Emulator::new(EmulatorConfig {
         model,
         served_names,

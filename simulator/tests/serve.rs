@@ -129,3 +129,57 @@ fn injected_errors() {
     assert_eq!(status, 500);
     assert!(body.contains("\"error\""));
 }
+
+/// The line `bud-sim serve` prints on starting, naming what it emulates.
+fn startup_line(args: &[&str]) -> String {
+    use std::io::BufRead;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_bud-sim"))
+        .args(["serve", "--host", "127.0.0.1", "--port", "0"])
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if line.contains("emulating") {
+                let _ = tx.send(line);
+                return;
+            }
+        }
+    });
+    let line = rx.recv_timeout(Duration::from_secs(20));
+    let _ = child.kill();
+    let _ = child.wait();
+    line.expect("no startup line")
+}
+
+#[test]
+fn expert_parallelism_spreads_a_moe_models_experts_and_leaves_dense_models_alone() {
+    // vLLM's container arguments, as the operator renders them for an expert-parallel plan.
+    let line = startup_line(&[
+        "--model",
+        "Qwen/Qwen3-30B-A3B",
+        "--tensor-parallel-size",
+        "2",
+        "--enable-expert-parallel",
+        "--max-num-seqs",
+        "64",
+    ]);
+    assert!(line.contains("on 2× h100_sxm (TP2 PP1 EP2)"), "{line}");
+    let sliced = startup_line(&["--model", "Qwen/Qwen3-30B-A3B", "-t", "2"]);
+    assert!(sliced.contains("(TP2 PP1)"), "{sliced}");
+    let dense = startup_line(&[
+        "--model",
+        "Qwen/Qwen3-8B",
+        "-t",
+        "2",
+        "--enable-expert-parallel",
+    ]);
+    assert!(dense.contains("(TP2 PP1)"), "{dense}");
+}

@@ -150,6 +150,7 @@ fn decide_simulated(md: &ModelDeployment, simulation: Option<&Simulation>) -> De
                 replicas: best.replicas,
                 tensor_parallel: best.tensor_parallel,
                 pipeline_parallel: best.pipeline_parallel,
+                expert_parallel: best.expert_parallel,
                 precision: best.precision,
                 engine: best.engine,
                 max_batch_size: best.max_batch_size,
@@ -243,6 +244,7 @@ fn decide_explicit(md: &ModelDeployment, clusters: &[Arc<BudCluster>]) -> Decisi
             .unwrap_or(1),
         tensor_parallel: placement.tensor_parallel,
         pipeline_parallel: placement.pipeline_parallel,
+        expert_parallel: placement.expert_parallel.filter(|&ep| ep > 1),
         precision: placement.precision,
         engine,
         max_batch_size: placement.max_batch_size,
@@ -265,6 +267,10 @@ fn decide_explicit(md: &ModelDeployment, clusters: &[Arc<BudCluster>]) -> Decisi
         );
         config.tp = placement.tensor_parallel as u32;
         config.pp = placement.pipeline_parallel as u32;
+        if let Some(ep) = selected.expert_parallel {
+            config.moe_tp = Some(1);
+            config.moe_ep = Some(ep as u32);
+        }
         config.precision = placement.precision.map(planning::precision);
         config.max_batch = placement.max_batch_size.map(|b| b as u32);
         let mut workload = planning::workload(&md.spec.workload.clone().unwrap_or_default());
@@ -740,6 +746,7 @@ mod tests {
             replicas: 2,
             tensor_parallel: 1,
             pipeline_parallel: 1,
+            expert_parallel: None,
             precision: None,
             engine: EngineType::Vllm,
             max_batch_size: Some(64),
@@ -806,6 +813,22 @@ mod tests {
             ),
             ("NVIDIA-H100-80GB-HBM3", 2, SelectionSource::Simulated)
         );
+        assert_eq!(selected.expert_parallel, None);
+        // Expert parallelism the simulator chose is deployed with the rest of the layout.
+        let mut ep = recommendation();
+        (ep.tensor_parallel, ep.expert_parallel) = (8, Some(8));
+        let sim_ep = finished_simulation(true, vec![ep]);
+        let Decision::Deploy(selected) = decide(
+            &md(model_spec()),
+            &[crate::fixtures::local_cluster()],
+            Some(&sim_ep),
+        ) else {
+            panic!()
+        };
+        assert_eq!(
+            (selected.tensor_parallel, selected.expert_parallel),
+            (8, Some(8))
+        );
         let mut spec = model_spec();
         spec.replicas = Some(5);
         let Decision::Deploy(selected) =
@@ -851,6 +874,7 @@ mod tests {
             accelerators_per_replica: None,
             precision: None,
             max_batch_size: None,
+            expert_parallel: None,
         });
         let Decision::Deploy(selected) =
             decide(&md(spec.clone()), &[crate::fixtures::local_cluster()], None)
@@ -883,6 +907,49 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn explicit_expert_parallelism_is_predicted_and_refused_for_dense_models() {
+        let placed = |model: &str, expert_parallel: Option<i32>| {
+            let mut spec = model_spec();
+            spec.model.as_mut().unwrap().uri = format!("hf://{model}");
+            spec.workload = Some(bud_crds::common::Workload {
+                concurrency: 64,
+                ..Default::default()
+            });
+            spec.placement = Some(Placement {
+                accelerator: "NVIDIA-H100-80GB-HBM3".into(),
+                tensor_parallel: 4,
+                pipeline_parallel: 1,
+                accelerators_per_replica: None,
+                precision: None,
+                max_batch_size: None,
+                expert_parallel,
+            });
+            decide(&md(spec), &[crate::fixtures::local_cluster()], None)
+        };
+        let tpot = |d: Decision| match d {
+            Decision::Deploy(selected) => (
+                selected.expert_parallel,
+                selected.predicted.expect("predicted").tpot_ms,
+            ),
+            other => panic!("{other:?}"),
+        };
+        let (sliced_ep, sliced) = tpot(placed("Qwen/Qwen3-30B-A3B", None));
+        let (spread_ep, spread) = tpot(placed("Qwen/Qwen3-30B-A3B", Some(4)));
+        assert_eq!((sliced_ep, spread_ep), (None, Some(4)));
+        assert_ne!(sliced, spread, "the prediction is of the layout deployed");
+        assert_eq!(tpot(placed("Qwen/Qwen3-30B-A3B", Some(1))).0, None);
+        match placed("Qwen/Qwen3-8B", Some(4)) {
+            Decision::Hold {
+                reason, message, ..
+            } => {
+                assert_eq!(reason, "InvalidPlacement");
+                assert!(message.contains("expert parallelism"), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

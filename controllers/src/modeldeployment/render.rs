@@ -305,6 +305,11 @@ pub fn engine_args(
     let tp = selected.tensor_parallel.to_string();
     let pp = selected.pipeline_parallel.to_string();
     let batch = selected.max_batch_size.map(|b| b.to_string());
+    // Experts spread whole over the tensor-parallel group rather than sliced by it.
+    let expert_parallel = selected
+        .expert_parallel
+        .filter(|&ep| ep > 1)
+        .map(|ep| ep.to_string());
     let context = md
         .spec
         .engine
@@ -338,6 +343,10 @@ pub fn engine_args(
                 "--pipeline-parallel-size".into(),
                 pp,
             ]);
+            if expert_parallel.is_some() {
+                // vLLM spreads the experts over tensor × data parallel ranks.
+                args.push("--enable-expert-parallel".into());
+            }
             if let Some(b) = batch {
                 args.extend(["--max-num-seqs".into(), b]);
             }
@@ -361,6 +370,9 @@ pub fn engine_args(
                 port,
             ];
             args.extend(["--tp-size".into(), tp, "--pp-size".into(), pp]);
+            if let Some(ep) = expert_parallel {
+                args.extend(["--ep-size".into(), ep]);
+            }
             if let Some(b) = batch {
                 args.extend(["--max-running-requests".into(), b]);
             }
@@ -422,6 +434,9 @@ pub fn engine_args(
                 "--pp_size".into(),
                 pp,
             ];
+            if let Some(ep) = expert_parallel {
+                args.extend(["--ep_size".into(), ep]);
+            }
             if let Some(b) = batch {
                 args.extend(["--max_batch_size".into(), b]);
             }
@@ -702,5 +717,59 @@ mod tests {
         let name = remote_name(&md);
         assert!(name.len() <= 63, "{name}");
         assert_ne!(name, short);
+    }
+
+    #[test]
+    fn expert_parallelism_reaches_each_engines_command_line() {
+        let md: ModelDeployment = serde_json::from_value(serde_json::json!({
+            "apiVersion": "bud.studio/v1alpha1",
+            "kind": "ModelDeployment",
+            "metadata": {"name": "qwen", "namespace": "team"},
+            "spec": {"model": {"uri": "hf://Qwen/Qwen3-30B-A3B"}}
+        }))
+        .unwrap();
+        let mut selected = SelectedConfiguration {
+            source: bud_crds::modeldeployment::SelectionSource::Simulated,
+            simulation: None,
+            cluster: "local".into(),
+            accelerator: "NVIDIA-H100-80GB-HBM3".into(),
+            accelerators_per_replica: 8,
+            replicas: 1,
+            tensor_parallel: 8,
+            pipeline_parallel: 1,
+            expert_parallel: Some(8),
+            precision: None,
+            engine: EngineType::Vllm,
+            max_batch_size: None,
+            predicted: None,
+        };
+        let args = |engine, selected: &SelectedConfiguration| {
+            engine_args(engine, "m", "m", selected, &md).1
+        };
+        let has = |args: &[String], pair: [&str; 2]| args.windows(2).any(|w| w == pair);
+        assert!(args(EngineType::Vllm, &selected).contains(&"--enable-expert-parallel".into()));
+        assert!(has(
+            &args(EngineType::SgLang, &selected),
+            ["--ep-size", "8"]
+        ));
+        assert!(has(
+            &args(EngineType::TensorRtLlm, &selected),
+            ["--ep_size", "8"]
+        ));
+        selected.expert_parallel = None;
+        for engine in [
+            EngineType::Vllm,
+            EngineType::SgLang,
+            EngineType::TensorRtLlm,
+        ] {
+            let args = args(engine, &selected);
+            assert!(
+                !args
+                    .iter()
+                    .any(|a| ["--enable-expert-parallel", "--ep-size", "--ep_size"]
+                        .contains(&a.as_str())),
+                "{engine:?} slices the experts: {args:?}"
+            );
+        }
     }
 }
