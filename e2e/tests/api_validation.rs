@@ -181,7 +181,10 @@ fn invalid_cases() -> Vec<Invalid> {
         Invalid {
             what: "expert parallelism on an engine that slices experts",
             yaml: "spec: {model: {uri: hf://Qwen/Qwen3-30B-A3B}, engine: {type: TGI}, placement: {accelerator: NVIDIA-H100-80GB-HBM3, tensorParallel: 2, expertParallel: 2}}",
-            expect: &["spec.placement.expertParallel", "TGI and LlamaCpp slice them"],
+            expect: &[
+                "spec.placement.expertParallel",
+                "TGI and LlamaCpp slice them",
+            ],
         },
         Invalid {
             what: "unknown engine",
