@@ -282,12 +282,7 @@ pub fn describe(rec: &ApiRecommendation) -> String {
             .map(|ep| format!(" EP{ep}"))
             .unwrap_or_default(),
         rec.engine.as_str(),
-        rec.precision
-            .map(|p| serde_json::to_value(p)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_owned))
-                .unwrap_or_default())
-            .unwrap_or_default(),
+        rec.precision.map(|p| p.as_str()).unwrap_or_default(),
         rec.replicas,
         if rec.replicas == 1 { "" } else { "s" }
     )

@@ -166,6 +166,20 @@ pub enum Precision {
     Fp4,
 }
 
+impl Precision {
+    /// The value as written in YAML.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Precision::Bf16 => "BF16",
+            Precision::Fp16 => "FP16",
+            Precision::Fp8 => "FP8",
+            Precision::Int8 => "INT8",
+            Precision::Int4 => "INT4",
+            Precision::Fp4 => "FP4",
+        }
+    }
+}
+
 /// What the simulator predicts for a configuration under the declared workload. Values are
 /// decimal strings so that no float reaches the API.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

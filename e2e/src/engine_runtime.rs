@@ -9,7 +9,7 @@ use futures::TryStreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
@@ -19,18 +19,20 @@ use tokio::process::{Child, Command};
 pub const ENGINE_SELECTOR: &str = "app.kubernetes.io/component=engine";
 const MODEL_ID_ANNOTATION: &str = "bud.studio/model-id";
 const ACCELERATOR_ANNOTATION: &str = "bud.studio/accelerator";
+const PRECISION_ANNOTATION: &str = "bud.studio/precision";
 
-/// The flags of `bud-sim serve` for an engine container's command and arguments: the engine
-/// the command starts (`trtllm-serve`, `sglang.launch_server`; vLLM otherwise) and the layout,
-/// batch limit and context its arguments give, in vLLM's spelling.
+/// The flags of `bud-sim serve` for an engine pod: the engine its container's command starts
+/// (`trtllm-serve`, `sglang.launch_server`; vLLM otherwise), the layout, batch limit and
+/// context its arguments give, in vLLM's spelling, and from the pod's annotations the model's
+/// architecture, the accelerator and the precision where no argument names it.
 pub fn emulator_args(
     container_command: &[String],
     container_args: &[String],
-    model_id: Option<&str>,
-    accelerator: Option<&str>,
+    annotations: &BTreeMap<String, String>,
     host: &str,
     port: u16,
 ) -> Vec<String> {
+    let model_id = annotations.get(MODEL_ID_ANNOTATION).map(String::as_str);
     let mut out = Vec::new();
     let engine = container_command.iter().find_map(|c| {
         if c.contains("trtllm") {
@@ -116,8 +118,14 @@ pub fn emulator_args(
     if let Some(s) = served {
         out.extend(["--served-model-name".into(), s]);
     }
-    if let Some(a) = accelerator {
-        out.extend(["--accelerator".into(), a.to_owned()]);
+    if let Some(p) = annotations
+        .get(PRECISION_ANNOTATION)
+        .filter(|_| !out.iter().any(|a| a == "--quantization"))
+    {
+        out.extend(["--quantization".into(), p.clone()]);
+    }
+    if let Some(a) = annotations.get(ACCELERATOR_ANNOTATION) {
+        out.extend(["--accelerator".into(), a.clone()]);
     }
     out.extend([
         "--host".into(),
@@ -288,8 +296,7 @@ fn reconcile_pod(
     args.extend(emulator_args(
         &container_command,
         &container_args,
-        annotations.get(MODEL_ID_ANNOTATION).map(String::as_str),
-        annotations.get(ACCELERATOR_ANNOTATION).map(String::as_str),
+        annotations,
         &ip,
         port,
     ));
@@ -355,6 +362,13 @@ mod tests {
         v.iter().map(|s| s.to_string()).collect()
     }
 
+    fn annotations(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
     #[test]
     fn vllm_arguments_pass_through_with_the_pods_address() {
         let args = strings(&[
@@ -377,8 +391,7 @@ mod tests {
         let out = emulator_args(
             &command,
             &args,
-            None,
-            Some("NVIDIA-H100-80GB-HBM3"),
+            &annotations(&[(ACCELERATOR_ANNOTATION, "NVIDIA-H100-80GB-HBM3")]),
             "127.1.1.5",
             8000,
         );
@@ -422,8 +435,7 @@ mod tests {
         let out = emulator_args(
             &command,
             &args,
-            Some("Qwen/Qwen3-8B"),
-            None,
+            &annotations(&[(MODEL_ID_ANNOTATION, "Qwen/Qwen3-8B")]),
             "127.1.1.6",
             8000,
         );
@@ -451,12 +463,16 @@ mod tests {
         let out = emulator_args(
             &strings(&["trtllm-serve"]),
             &args,
-            Some("Qwen/Qwen3-8B"),
-            None,
+            &annotations(&[
+                (MODEL_ID_ANNOTATION, "Qwen/Qwen3-8B"),
+                (PRECISION_ANNOTATION, "FP8"),
+            ]),
             "127.1.1.7",
             8000,
         );
         assert!(out.windows(2).any(|w| w == ["--engine", "trtllm"]));
+        // trtllm-serve reads the precision from its checkpoint; the pod's annotation says it.
+        assert!(out.windows(2).any(|w| w == ["--quantization", "FP8"]));
         assert!(
             !out.contains(&"--enable-expert-parallel".to_owned()),
             "EP 1 slices the experts: {out:?}"

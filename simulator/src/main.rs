@@ -1131,7 +1131,7 @@ fn serve(a: ServeArgs) -> Result<(), String> {
         }
     }
     eprintln!(
-        "bud-sim serve: emulating {engine} serving {} on {}× {} (TP{} PP{}{}), up to {} running requests, context {max_model_len} tokens",
+        "bud-sim serve: emulating {engine} serving {} on {}× {} (TP{} PP{}{}, {}), up to {} running requests, context {max_model_len} tokens",
         model.id,
         serving.tp * serving.pp,
         accelerator.id,
@@ -1141,6 +1141,7 @@ fn serve(a: ServeArgs) -> Result<(), String> {
             .moe_ep
             .map(|ep| format!(" EP{ep}"))
             .unwrap_or_default(),
+        serving.precision.unwrap_or(model.native_precision),
         a.max_num_seqs.max(1),
     );
     let emu = Emulator::new(EmulatorConfig {

@@ -171,9 +171,12 @@ fn expert_parallelism_spreads_a_moe_models_experts_and_leaves_dense_models_alone
         "--max-num-seqs",
         "64",
     ]);
-    assert!(line.contains("on 2× h100_sxm (TP2 PP1 EP2)"), "{line}");
+    assert!(
+        line.contains("on 2× h100_sxm (TP2 PP1 EP2, bf16)"),
+        "{line}"
+    );
     let sliced = startup_line(&["--model", "Qwen/Qwen3-30B-A3B", "-t", "2"]);
-    assert!(sliced.contains("(TP2 PP1)"), "{sliced}");
+    assert!(sliced.contains("(TP2 PP1, bf16)"), "{sliced}");
     let dense = startup_line(&[
         "--model",
         "Qwen/Qwen3-8B",
@@ -181,5 +184,5 @@ fn expert_parallelism_spreads_a_moe_models_experts_and_leaves_dense_models_alone
         "2",
         "--enable-expert-parallel",
     ]);
-    assert!(dense.contains("(TP2 PP1)"), "{dense}");
+    assert!(dense.contains("(TP2 PP1, bf16)"), "{dense}");
 }
