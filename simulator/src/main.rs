@@ -1098,8 +1098,7 @@ fn serve(a: ServeArgs) -> Result<(), String> {
     serving.tp = a.tensor_parallel_size;
     serving.pp = a.pipeline_parallel_size;
     if a.enable_expert_parallel && model.is_moe() {
-        serving.moe_tp = Some(1);
-        serving.moe_ep = Some(a.tensor_parallel_size);
+        serving.spread_experts(a.tensor_parallel_size);
     }
     serving.max_batch = Some(a.max_num_seqs.max(1));
     serving.precision = precision;

@@ -92,6 +92,14 @@ impl ServingConfig {
         }
     }
 
+    /// Spread a mixture-of-experts model's routed experts whole over `devices` (expert
+    /// parallelism, MoE TP 1) instead of slicing every expert by tensor parallelism: the
+    /// layout vLLM's `--enable-expert-parallel` and SGLang's and TensorRT-LLM's EP size give.
+    pub fn spread_experts(&mut self, devices: u32) {
+        self.moe_tp = Some(1);
+        self.moe_ep = Some(devices);
+    }
+
     /// Devices one replica uses.
     pub fn devices(&self) -> u32 {
         self.tp.max(1) * self.pp.max(1) * self.attention_dp.max(1)

@@ -268,8 +268,7 @@ fn decide_explicit(md: &ModelDeployment, clusters: &[Arc<BudCluster>]) -> Decisi
         config.tp = placement.tensor_parallel as u32;
         config.pp = placement.pipeline_parallel as u32;
         if let Some(ep) = selected.expert_parallel {
-            config.moe_tp = Some(1);
-            config.moe_ep = Some(ep as u32);
+            config.spread_experts(ep as u32);
         }
         config.precision = placement.precision.map(planning::precision);
         config.max_batch = placement.max_batch_size.map(|b| b as u32);
