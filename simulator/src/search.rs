@@ -217,14 +217,14 @@ impl Ctx<'_> {
     fn evaluate(&self, s: &Shape, replicas: u32) -> Outcome {
         let (acc, price, _) = self.accs[s.pool];
         let pool = &self.req.pools[s.pool];
-        let cfg = ServingConfig {
+        let mut cfg = ServingConfig {
             model: self.model.id.clone(),
             accelerator: acc.id.clone(),
             tp: s.tp,
             pp: s.pp,
             attention_dp: 1,
-            moe_tp: s.expert_parallel.then_some(1),
-            moe_ep: s.expert_parallel.then_some(s.tp),
+            moe_tp: None,
+            moe_ep: None,
             precision: Some(s.precision),
             expert_precision: Some(s.precision),
             kv_precision: None,
@@ -233,6 +233,9 @@ impl Ctx<'_> {
             max_batch: s.max_batch,
             gpu_memory_utilization: None,
         };
+        if s.expert_parallel {
+            cfg.spread_experts(s.tp);
+        }
         let devices = cfg.devices();
         let candidate = || {
             describe_candidate(
