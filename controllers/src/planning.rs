@@ -167,6 +167,9 @@ pub struct PlanInputs<'a> {
     pub objective: ApiObjective,
     pub engines: &'a [EngineType],
     pub precisions: &'a [ApiPrecision],
+    /// Only precisions the engines serve from the model's own checkpoint (see
+    /// `PlanRequest::checkpoint_precisions_only`).
+    pub checkpoint_precisions_only: bool,
     pub max_results: usize,
 }
 
@@ -191,6 +194,7 @@ pub fn plan_request(inputs: &PlanInputs<'_>, pools: Vec<CandidatePool>) -> PlanR
         },
         engines: (!engines.is_empty()).then_some(engines),
         precisions: (!precisions.is_empty()).then_some(precisions),
+        checkpoint_precisions_only: inputs.checkpoint_precisions_only,
         max_results: Some(inputs.max_results),
         search: SearchMode::Auto,
         seed: None,
@@ -413,11 +417,19 @@ mod tests {
             objective: ApiObjective::LowestCost,
             engines: &[],
             precisions: &[],
+            checkpoint_precisions_only: true,
             max_results: 3,
         };
         let request = plan_request(&inputs, pools.clone());
         let result = bud_simulator::plan(&request).unwrap();
         assert!(!result.recommendations.is_empty(), "{result:?}");
+        // Nothing the engine would not serve from Qwen3-8B's BF16 checkpoint.
+        for r in &result.recommendations {
+            assert!(
+                r.precision == Precision::Bf16 || r.engine.quantizes_at_load(r.precision),
+                "{r:?}"
+            );
+        }
         // Each rejection reason the API shows carries an example candidate and why (nothing
         // decodes a token in half a millisecond).
         let mut strict = request.clone();

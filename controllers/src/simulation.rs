@@ -142,6 +142,7 @@ pub fn plan_status(
         objective: spec.objective,
         engines: &spec.engines,
         precisions: &spec.precisions,
+        checkpoint_precisions_only: spec.checkpoint_precisions_only,
         max_results: spec.max_results.max(1) as usize,
     };
     let request = planning::plan_request(&inputs, pools.clone());
@@ -419,6 +420,7 @@ mod tests {
                 objective: Default::default(),
                 engines: vec![],
                 precisions: vec![],
+                checkpoint_precisions_only: false,
                 max_results: 3,
             },
         );

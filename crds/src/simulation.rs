@@ -83,6 +83,12 @@ pub struct SimulationSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 6))]
     pub precisions: Vec<Precision>,
+    /// Only precisions the engines serve from the model's own checkpoint: the checkpoint's,
+    /// and FP8 on vLLM and SGLang, which quantize while loading. Without it a narrower
+    /// precision assumes a checkpoint quantized offline (a what-if). The Simulations a
+    /// ModelDeployment owns set it, so nothing is chosen that the engine would not serve.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub checkpoint_precisions_only: bool,
     /// Number of recommendations to keep.
     #[serde(default = "default_max_results")]
     #[schemars(range(min = 1, max = 50))]

@@ -123,6 +123,7 @@ async fn quickstart(
             objective: Default::default(),
             engines: &[],
             precisions: &[],
+            checkpoint_precisions_only: true,
             max_results: 3,
         },
         pools,

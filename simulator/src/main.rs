@@ -130,6 +130,11 @@ enum Command {
         /// Allowed precision, repeatable (bf16, fp8, int4, fp4).
         #[arg(long = "precision")]
         precisions: Vec<String>,
+        /// Only precisions an engine serves from the model's own checkpoint: its own, and FP8
+        /// on vLLM and SGLang, which quantize while loading (what a ModelDeployment plans
+        /// with); otherwise narrower ones assume a checkpoint quantized offline.
+        #[arg(long)]
+        checkpoint_precisions_only: bool,
         /// Configurations to list (default 10).
         #[arg(long)]
         max_results: Option<usize>,
@@ -483,6 +488,7 @@ fn run(cli: Cli) -> Result<(), String> {
             objective,
             engines,
             precisions,
+            checkpoint_precisions_only,
             max_results,
             search,
             seed,
@@ -508,11 +514,13 @@ fn run(cli: Cli) -> Result<(), String> {
                     objective: Objective::LowestCost,
                     engines: None,
                     precisions: None,
+                    checkpoint_precisions_only: false,
                     max_results: None,
                     search: SearchMode::Auto,
                     seed: None,
                 },
             };
+            req.checkpoint_precisions_only |= checkpoint_precisions_only;
             if let Some(m) = model {
                 req.model = m;
             }
@@ -800,6 +808,7 @@ fn bench_request() -> PlanRequest {
         objective: Objective::LowestCost,
         engines: None,
         precisions: None,
+        checkpoint_precisions_only: false,
         max_results: Some(10),
         search: SearchMode::Auto,
         seed: None,

@@ -122,6 +122,15 @@ impl Engine {
             Engine::LlamaCpp => "llamacpp",
         }
     }
+
+    /// Whether the engine serves a checkpoint of another precision at `precision` by
+    /// quantizing its weights while loading them: vLLM and SGLang do FP8 (`--quantization
+    /// fp8`). Every other change of precision needs a checkpoint quantized offline (FP8, AWQ
+    /// or GPTQ INT4, NVFP4/MXFP4; TensorRT-LLM's default PyTorch backend and llama.cpp's GGUF
+    /// files alike).
+    pub fn quantizes_at_load(self, precision: Precision) -> bool {
+        matches!(self, Engine::Vllm | Engine::Sglang) && precision == Precision::Fp8
+    }
 }
 
 impl fmt::Display for Engine {

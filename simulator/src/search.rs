@@ -102,6 +102,12 @@ pub struct PlanRequest {
     /// Allowed precisions (default: the model's own and every narrower one the device supports).
     #[serde(default)]
     pub precisions: Option<Vec<Precision>>,
+    /// Only precisions an engine serves from the model's own checkpoint: the checkpoint's, and
+    /// FP8 where the engine quantizes while loading (vLLM, SGLang;
+    /// [`Engine::quantizes_at_load`]). Without it a narrower precision is assumed to come from
+    /// a checkpoint quantized offline, as a what-if may. ModelDeployments plan with it set.
+    #[serde(default)]
+    pub checkpoint_precisions_only: bool,
     /// How many recommendations to return (default 10).
     #[serde(default)]
     pub max_results: Option<usize>,
@@ -452,6 +458,9 @@ fn shapes(ctx: &Ctx) -> Vec<Shape> {
             for &precision in &precisions {
                 if !acc.supports(precision)
                     || (acc.kind == DeviceKind::Cpu && precision == Precision::Fp4)
+                    || (req.checkpoint_precisions_only
+                        && precision != native
+                        && !engine.quantizes_at_load(precision))
                 {
                     continue;
                 }

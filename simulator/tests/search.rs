@@ -2,7 +2,7 @@
 //! reasons and the nearest miss.
 
 use bud_simulator::search::{CandidatePool, Objective, PlanRequest, SearchMode, Slo};
-use bud_simulator::{Workload, plan};
+use bud_simulator::{Engine, Precision, Workload, plan};
 
 fn pool(acc: &str, count: u32, cluster: &str) -> CandidatePool {
     CandidatePool {
@@ -43,6 +43,7 @@ fn request() -> PlanRequest {
         objective: Objective::LowestCost,
         engines: None,
         precisions: None,
+        checkpoint_precisions_only: false,
         max_results: Some(10),
         search: SearchMode::Auto,
         seed: None,
@@ -183,4 +184,50 @@ objective: LowestCost
     let json = serde_json::to_value(&res).unwrap();
     assert!(json["recommendations"][0]["gpusPerReplica"].is_u64());
     assert!(json["recommendations"][0]["prediction"]["ttftMs"].is_f64());
+}
+
+#[test]
+fn checkpoint_precisions_only_keeps_what_the_engine_serves_from_the_checkpoint() {
+    // Llama-3.1-70B-Instruct's checkpoint is BF16. As a what-if, any precision the devices
+    // support is a candidate; for a deployment only BF16, and FP8 on vLLM and SGLang, which
+    // quantize while loading.
+    let mut req = request();
+    req.slo = Slo::default();
+    req.max_results = Some(500);
+    let combinations = |req: &PlanRequest| {
+        let mut seen: Vec<(Engine, Precision)> = plan(req)
+            .unwrap()
+            .recommendations
+            .iter()
+            .map(|r| (r.engine, r.precision))
+            .collect();
+        seen.sort();
+        seen.dedup();
+        seen
+    };
+    let what_if = combinations(&req);
+    assert!(
+        what_if.contains(&(Engine::Trtllm, Precision::Fp8)),
+        "{what_if:?}"
+    );
+    assert!(
+        what_if.iter().any(|&(_, p)| p == Precision::Int4),
+        "{what_if:?}"
+    );
+    req.checkpoint_precisions_only = true;
+    let deployable = combinations(&req);
+    assert!(
+        deployable.contains(&(Engine::Vllm, Precision::Fp8)),
+        "{deployable:?}"
+    );
+    assert!(
+        deployable.contains(&(Engine::Trtllm, Precision::Bf16)),
+        "{deployable:?}"
+    );
+    for (engine, precision) in deployable {
+        assert!(
+            precision == Precision::Bf16 || engine.quantizes_at_load(precision),
+            "{engine} cannot serve the BF16 checkpoint at {precision}"
+        );
+    }
 }

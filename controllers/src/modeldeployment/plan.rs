@@ -81,6 +81,8 @@ pub fn simulation_spec(md: &ModelDeployment) -> Option<SimulationSpec> {
             .and_then(|p| p.precision)
             .into_iter()
             .collect(),
+        // A deployment runs what it plans: no precision its engine would not serve.
+        checkpoint_precisions_only: true,
         max_results: 3,
     })
 }
@@ -256,15 +258,33 @@ fn decide_explicit(md: &ModelDeployment, clusters: &[Arc<BudCluster>]) -> Decisi
         .model
         .as_ref()
         .and_then(|m| planning::model_id_of_uri(&m.uri))
-        && bud_simulator::model(&model_id).is_ok()
+        && let Ok(spec) = bud_simulator::model(&model_id)
     {
-        let mut config = bud_simulator::ServingConfig::new(
-            &model_id,
-            &placement.accelerator,
-            planning::engines_for(engine)
-                .and_then(|e| e.first().copied())
-                .unwrap_or(bud_simulator::Engine::Vllm),
-        );
+        let simulated_engine = planning::engines_for(engine)
+            .and_then(|e| e.first().copied())
+            .unwrap_or(bud_simulator::Engine::Vllm);
+        // The engine serves the checkpoint's precision, or one it quantizes to while loading.
+        if let Some(wanted) = placement.precision
+            && planning::precision(wanted) != spec.native_precision
+            && !simulated_engine.quantizes_at_load(planning::precision(wanted))
+        {
+            return hold(
+                "InvalidPlacement",
+                format!(
+                    "spec.placement.precision: {} serves {model_id}'s {} checkpoint as it is; {} needs a checkpoint quantized to it (a model URI whose config.json says so){}",
+                    engine.as_str(),
+                    spec.native_precision,
+                    wanted.as_str(),
+                    if planning::precision(wanted) == bud_simulator::Precision::Fp8 {
+                        ", or engine VLLM or SGLang, which quantize to FP8 while loading"
+                    } else {
+                        ""
+                    }
+                ),
+            );
+        }
+        let mut config =
+            bud_simulator::ServingConfig::new(&model_id, &placement.accelerator, simulated_engine);
         config.tp = placement.tensor_parallel as u32;
         config.pp = placement.pipeline_parallel as u32;
         if let Some(ep) = selected.expert_parallel {
@@ -680,7 +700,10 @@ mod tests {
     use super::*;
     use bud_crds::ModelDeploymentSpec;
     use bud_crds::SimulationStatus;
-    use bud_crds::modeldeployment::{ExternalProvider, ModelSource, Placement, ProviderType};
+    use bud_crds::common::Precision as ApiPrecision;
+    use bud_crds::modeldeployment::{
+        EngineSpec, ExternalProvider, ModelSource, Placement, ProviderType,
+    };
     use bud_crds::simulation::Recommendation;
     use k8s_openapi::api::core::v1::{PodCondition, PodStatus};
 
@@ -792,6 +815,10 @@ mod tests {
         assert_eq!(sim.model.id.as_deref(), Some("Qwen/Qwen3-8B"));
         assert_eq!(sim.candidates.clusters, ["local"]);
         assert!(sim.engines.is_empty());
+        assert!(
+            sim.checkpoint_precisions_only,
+            "a deployment plans only what its engine serves"
+        );
     }
 
     #[test]
@@ -906,6 +933,58 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn an_explicit_precision_must_be_one_the_engine_serves_from_the_checkpoint() {
+        // Qwen3-8B's checkpoint is BF16: vLLM (the default engine) quantizes it to FP8 while
+        // loading; TensorRT-LLM serves it as it is, and nothing makes INT4 of it.
+        let placed = |engine: Option<EngineType>, precision: ApiPrecision| {
+            let mut spec = model_spec();
+            spec.engine = engine.map(|type_| EngineSpec {
+                type_,
+                ..Default::default()
+            });
+            spec.placement = Some(Placement {
+                accelerator: "NVIDIA-H100-80GB-HBM3".into(),
+                tensor_parallel: 1,
+                pipeline_parallel: 1,
+                accelerators_per_replica: None,
+                precision: Some(precision),
+                max_batch_size: None,
+                expert_parallel: None,
+            });
+            decide(&md(spec), &[crate::fixtures::local_cluster()], None)
+        };
+        assert!(matches!(
+            placed(None, ApiPrecision::Fp8),
+            Decision::Deploy(_)
+        ));
+        assert!(matches!(
+            placed(Some(EngineType::TensorRtLlm), ApiPrecision::Bf16),
+            Decision::Deploy(_)
+        ));
+        for (engine, precision, advice) in [
+            (
+                Some(EngineType::TensorRtLlm),
+                ApiPrecision::Fp8,
+                "VLLM or SGLang",
+            ),
+            (None, ApiPrecision::Int4, "quantized to it"),
+        ] {
+            match placed(engine, precision) {
+                Decision::Hold {
+                    reason, message, ..
+                } => {
+                    assert_eq!(reason, "InvalidPlacement");
+                    assert!(
+                        message.contains("spec.placement.precision") && message.contains(advice),
+                        "{message}"
+                    );
+                }
+                other => panic!("{other:?}"),
+            }
+        }
     }
 
     #[test]
