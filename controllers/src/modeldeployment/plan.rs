@@ -271,7 +271,7 @@ fn decide_explicit(md: &ModelDeployment, clusters: &[Arc<BudCluster>]) -> Decisi
             return hold(
                 "InvalidPlacement",
                 format!(
-                    "spec.placement.precision: {} serves {model_id}'s {} checkpoint as it is; {} needs a checkpoint quantized to it (a model URI whose config.json says so){}",
+                    "spec.placement.precision: {} cannot serve {model_id}'s {} checkpoint at {}; that needs a checkpoint quantized to it (a model URI whose config.json says so){}",
                     engine.as_str(),
                     spec.native_precision,
                     wanted.as_str(),
