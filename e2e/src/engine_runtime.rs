@@ -19,12 +19,13 @@ use tokio::process::{Child, Command};
 pub const ENGINE_SELECTOR: &str = "app.kubernetes.io/component=engine";
 const MODEL_ID_ANNOTATION: &str = "bud.studio/model-id";
 const ACCELERATOR_ANNOTATION: &str = "bud.studio/accelerator";
-const PRECISION_ANNOTATION: &str = "bud.studio/precision";
 
 /// The flags of `bud-sim serve` for an engine pod: the engine its container's command starts
-/// (`trtllm-serve`, `sglang.launch_server`; vLLM otherwise), the layout, batch limit and
-/// context its arguments give, in vLLM's spelling, and from the pod's annotations the model's
-/// architecture, the accelerator and the precision where no argument names it.
+/// (`trtllm-serve`, `sglang.launch_server`; vLLM otherwise), the layout, batch limit,
+/// context and quantization its arguments give, in vLLM's spelling, and from the pod's
+/// annotations the model's architecture and the accelerator. Deployments run their engine at
+/// the checkpoint's precision or one it quantizes to while loading (with a flag), so no
+/// flag means the checkpoint's own.
 pub fn emulator_args(
     container_command: &[String],
     container_args: &[String],
@@ -117,12 +118,6 @@ pub fn emulator_args(
     }
     if let Some(s) = served {
         out.extend(["--served-model-name".into(), s]);
-    }
-    if let Some(p) = annotations
-        .get(PRECISION_ANNOTATION)
-        .filter(|_| !out.iter().any(|a| a == "--quantization"))
-    {
-        out.extend(["--quantization".into(), p.clone()]);
     }
     if let Some(a) = annotations.get(ACCELERATOR_ANNOTATION) {
         out.extend(["--accelerator".into(), a.clone()]);
@@ -463,16 +458,11 @@ mod tests {
         let out = emulator_args(
             &strings(&["trtllm-serve"]),
             &args,
-            &annotations(&[
-                (MODEL_ID_ANNOTATION, "Qwen/Qwen3-8B"),
-                (PRECISION_ANNOTATION, "FP8"),
-            ]),
+            &annotations(&[(MODEL_ID_ANNOTATION, "Qwen/Qwen3-8B")]),
             "127.1.1.7",
             8000,
         );
         assert!(out.windows(2).any(|w| w == ["--engine", "trtllm"]));
-        // trtllm-serve reads the precision from its checkpoint; the pod's annotation says it.
-        assert!(out.windows(2).any(|w| w == ["--quantization", "FP8"]));
         assert!(
             !out.contains(&"--enable-expert-parallel".to_owned()),
             "EP 1 slices the experts: {out:?}"

@@ -6,7 +6,7 @@
 //! and linear-attention layers), and the attention FLOPs per context token.
 
 use crate::error::{Error, Result};
-use crate::precision::Precision;
+use crate::precision::{Engine, Precision};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -351,6 +351,28 @@ impl ModelSpec {
     /// Whether this is a mixture-of-experts model.
     pub fn is_moe(&self) -> bool {
         self.moe.is_some()
+    }
+
+    /// The (dense, routed-expert) precisions `engine` serves this model's checkpoint at when
+    /// asked for `precision`, or `None` when that takes a checkpoint quantized offline. Asked
+    /// for the checkpoint's own precision, the engine serves it as it is (gpt-oss keeps its
+    /// MXFP4 experts beside BF16 attention); an unquantized checkpoint it may quantize while
+    /// loading ([`Engine::quantizes_at_load`]).
+    pub fn served_precisions(
+        &self,
+        engine: Engine,
+        precision: Precision,
+    ) -> Option<(Precision, Precision)> {
+        if precision == self.native_precision {
+            Some((self.native_precision, self.native_expert_precision))
+        } else if self.native_precision == Precision::Bf16
+            && self.native_expert_precision == Precision::Bf16
+            && engine.quantizes_at_load(precision)
+        {
+            Some((precision, precision))
+        } else {
+            None
+        }
     }
 
     /// Number of KV heads (1 for MLA: the latent is shared by all heads).

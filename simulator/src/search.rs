@@ -242,6 +242,11 @@ impl Ctx<'_> {
         if s.expert_parallel {
             cfg.spread_experts(s.tp);
         }
+        if self.req.checkpoint_precisions_only
+            && let Some((dense, experts)) = self.model.served_precisions(s.engine, s.precision)
+        {
+            (cfg.precision, cfg.expert_precision) = (Some(dense), Some(experts));
+        }
         let devices = cfg.devices();
         let candidate = || {
             describe_candidate(
@@ -459,8 +464,7 @@ fn shapes(ctx: &Ctx) -> Vec<Shape> {
                 if !acc.supports(precision)
                     || (acc.kind == DeviceKind::Cpu && precision == Precision::Fp4)
                     || (req.checkpoint_precisions_only
-                        && precision != native
-                        && !engine.quantizes_at_load(precision))
+                        && ctx.model.served_precisions(engine, precision).is_none())
                 {
                     continue;
                 }

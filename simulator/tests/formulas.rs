@@ -605,3 +605,32 @@ fn disaggregated_correction_multiplies_bounded_and_anchors_its_configuration() {
     assert_eq!((other.ttft_ms, other.tpot_ms), (p.ttft_ms, p.tpot_ms));
     assert!(!p.measured_deployment);
 }
+
+#[test]
+fn an_engine_serves_a_checkpoint_as_it_is_or_quantized_while_loading() {
+    use bud_simulator::{Engine, Precision};
+    // Qwen3-8B is a BF16 checkpoint: vLLM and SGLang quantize it to FP8 while loading;
+    // TensorRT-LLM needs an FP8 checkpoint, and INT4 takes one quantized offline everywhere.
+    let qwen = model("Qwen/Qwen3-8B").unwrap();
+    let bf16 = Some((Precision::Bf16, Precision::Bf16));
+    assert_eq!(
+        qwen.served_precisions(Engine::Trtllm, Precision::Bf16),
+        bf16
+    );
+    assert_eq!(
+        qwen.served_precisions(Engine::Vllm, Precision::Fp8),
+        Some((Precision::Fp8, Precision::Fp8))
+    );
+    assert_eq!(qwen.served_precisions(Engine::Trtllm, Precision::Fp8), None);
+    assert_eq!(
+        qwen.served_precisions(Engine::Sglang, Precision::Int4),
+        None
+    );
+    // gpt-oss ships MXFP4 experts beside BF16 attention: served as it is, and not requantized.
+    let oss = model("openai/gpt-oss-120b").unwrap();
+    assert_eq!(
+        oss.served_precisions(Engine::Vllm, Precision::Bf16),
+        Some((Precision::Bf16, Precision::Fp4))
+    );
+    assert_eq!(oss.served_precisions(Engine::Vllm, Precision::Fp8), None);
+}

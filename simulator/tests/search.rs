@@ -230,4 +230,17 @@ fn checkpoint_precisions_only_keeps_what_the_engine_serves_from_the_checkpoint()
             "{engine} cannot serve the BF16 checkpoint at {precision}"
         );
     }
+    // gpt-oss-120b's checkpoint keeps MXFP4 experts beside BF16 attention; served as it is it
+    // fits one H100 (its experts at BF16 would take four).
+    let mut oss = request();
+    oss.model = "openai/gpt-oss-120b".into();
+    oss.pools = vec![pool("h100_sxm", 8, "lab")];
+    oss.slo = Slo::default();
+    oss.checkpoint_precisions_only = true;
+    let best = &plan(&oss).unwrap().recommendations[0];
+    assert_eq!(
+        (best.precision, best.gpus_per_replica),
+        (Precision::Bf16, 1),
+        "{best:?}"
+    );
 }

@@ -264,10 +264,10 @@ fn decide_explicit(md: &ModelDeployment, clusters: &[Arc<BudCluster>]) -> Decisi
             .and_then(|e| e.first().copied())
             .unwrap_or(bud_simulator::Engine::Vllm);
         // The engine serves the checkpoint's precision, or one it quantizes to while loading.
-        if let Some(wanted) = placement.precision
-            && planning::precision(wanted) != spec.native_precision
-            && !simulated_engine.quantizes_at_load(planning::precision(wanted))
-        {
+        let served = placement
+            .precision
+            .map(|wanted| spec.served_precisions(simulated_engine, planning::precision(wanted)));
+        if let (Some(wanted), Some(None)) = (placement.precision, served) {
             return hold(
                 "InvalidPlacement",
                 format!(
@@ -275,7 +275,10 @@ fn decide_explicit(md: &ModelDeployment, clusters: &[Arc<BudCluster>]) -> Decisi
                     engine.as_str(),
                     spec.native_precision,
                     wanted.as_str(),
-                    if planning::precision(wanted) == bud_simulator::Precision::Fp8 {
+                    if spec
+                        .served_precisions(bud_simulator::Engine::Vllm, planning::precision(wanted))
+                        .is_some()
+                    {
                         ", or engine VLLM or SGLang, which quantize to FP8 while loading"
                     } else {
                         ""
@@ -290,7 +293,9 @@ fn decide_explicit(md: &ModelDeployment, clusters: &[Arc<BudCluster>]) -> Decisi
         if let Some(ep) = selected.expert_parallel {
             config.spread_experts(ep as u32);
         }
-        config.precision = placement.precision.map(planning::precision);
+        if let Some(Some((dense, experts))) = served {
+            (config.precision, config.expert_precision) = (Some(dense), Some(experts));
+        }
         config.max_batch = placement.max_batch_size.map(|b| b as u32);
         let mut workload = planning::workload(&md.spec.workload.clone().unwrap_or_default());
         workload.concurrency = workload

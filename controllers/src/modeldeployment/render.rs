@@ -29,9 +29,6 @@ pub const COMPONENT_LABEL: &str = "app.kubernetes.io/component";
 pub const MODEL_ID_ANNOTATION: &str = "bud.studio/model-id";
 /// Annotation with the accelerator product the pod was placed on.
 pub const ACCELERATOR_ANNOTATION: &str = "bud.studio/accelerator";
-/// Annotation with the weight precision the configuration was chosen and predicted at
-/// (`FP8`): TensorRT-LLM, for one, takes it from the checkpoint rather than a flag.
-pub const PRECISION_ANNOTATION: &str = "bud.studio/precision";
 /// The port every engine's OpenAI-compatible API listens on.
 pub const ENGINE_PORT: i32 = 8000;
 const MODELS_DIR: &str = "/models";
@@ -514,12 +511,6 @@ pub fn pod_template(md: &ModelDeployment, inputs: &RenderInputs<'_>) -> PodTempl
     )]);
     if let Some(id) = &inputs.model_id {
         annotations.insert(MODEL_ID_ANNOTATION.to_owned(), id.clone());
-    }
-    if let Some(precision) = selected.precision {
-        annotations.insert(
-            PRECISION_ANNOTATION.to_owned(),
-            precision.as_str().to_owned(),
-        );
     }
     let container = Container {
         name: "engine".into(),
