@@ -192,7 +192,11 @@ pub struct PlanResult {
 struct Shape {
     pool: usize,
     engine: Engine,
+    /// Weight precision (of the dense layers).
     precision: Precision,
+    /// Precision of the routed experts: `precision`, or the checkpoint's own where the engine
+    /// serves it as it is ([`ModelSpec::served_precisions`]).
+    expert_precision: Precision,
     tp: u32,
     pp: u32,
     max_batch: Option<u32>,
@@ -232,7 +236,7 @@ impl Ctx<'_> {
             moe_tp: None,
             moe_ep: None,
             precision: Some(s.precision),
-            expert_precision: Some(s.precision),
+            expert_precision: Some(s.expert_precision),
             kv_precision: None,
             engine: s.engine,
             engine_version: None,
@@ -241,11 +245,6 @@ impl Ctx<'_> {
         };
         if s.expert_parallel {
             cfg.spread_experts(s.tp);
-        }
-        if self.req.checkpoint_precisions_only
-            && let Some((dense, experts)) = self.model.served_precisions(s.engine, s.precision)
-        {
-            (cfg.precision, cfg.expert_precision) = (Some(dense), Some(experts));
         }
         let devices = cfg.devices();
         let candidate = || {
@@ -463,11 +462,17 @@ fn shapes(ctx: &Ctx) -> Vec<Shape> {
             for &precision in &precisions {
                 if !acc.supports(precision)
                     || (acc.kind == DeviceKind::Cpu && precision == Precision::Fp4)
-                    || (req.checkpoint_precisions_only
-                        && ctx.model.served_precisions(engine, precision).is_none())
                 {
                     continue;
                 }
+                let expert_precision = if req.checkpoint_precisions_only {
+                    match ctx.model.served_precisions(engine, precision) {
+                        Some((_, experts)) => experts,
+                        None => continue,
+                    }
+                } else {
+                    precision
+                };
                 let mut tp = 1;
                 while tp <= per_node.min(*count) {
                     for pp in [1u32, 2, 4] {
@@ -490,6 +495,7 @@ fn shapes(ctx: &Ctx) -> Vec<Shape> {
                                 pool: i,
                                 engine,
                                 precision,
+                                expert_precision,
                                 tp,
                                 pp,
                                 max_batch,
