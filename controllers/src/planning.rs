@@ -262,6 +262,8 @@ pub fn api_recommendation(rec: &Recommendation, pools: &[CandidatePool]) -> ApiR
         tensor_parallel: rec.tp as i32,
         pipeline_parallel: rec.pp as i32,
         expert_parallel: (rec.expert_parallel > 1).then_some(rec.expert_parallel as i32),
+        attention_data_parallel: (rec.attention_data_parallel > 1)
+            .then_some(rec.attention_data_parallel as i32),
         precision: Some(api_precision(rec.precision)),
         engine: engine_type(rec.engine),
         max_batch_size: Some(rec.max_batch as i32),
@@ -270,21 +272,23 @@ pub fn api_recommendation(rec: &Recommendation, pools: &[CandidatePool]) -> ApiR
 }
 
 /// One line for `kubectl get`: `2x NVIDIA-H100-80GB-HBM3 TP2 VLLM FP8, 1 replica`
-/// (`TP8 EP8` where the experts are spread over the tensor-parallel group).
+/// (`TP8 EP8` where the experts are spread over the tensor-parallel group, `TP1 DP8 EP8` where
+/// eight attention data-parallel ranks share them).
 pub fn describe(rec: &ApiRecommendation) -> String {
+    let mut layout = format!("TP{}", rec.tensor_parallel);
+    if rec.pipeline_parallel > 1 {
+        layout += &format!(" PP{}", rec.pipeline_parallel);
+    }
+    if let Some(dp) = rec.attention_data_parallel {
+        layout += &format!(" DP{dp}");
+    }
+    if let Some(ep) = rec.expert_parallel {
+        layout += &format!(" EP{ep}");
+    }
     format!(
-        "{}x {} TP{}{}{} {} {}, {} replica{}",
+        "{}x {} {layout} {} {}, {} replica{}",
         rec.accelerators_per_replica,
         rec.accelerator,
-        rec.tensor_parallel,
-        if rec.pipeline_parallel > 1 {
-            format!(" PP{}", rec.pipeline_parallel)
-        } else {
-            String::new()
-        },
-        rec.expert_parallel
-            .map(|ep| format!(" EP{ep}"))
-            .unwrap_or_default(),
         rec.engine.as_str(),
         rec.precision.map(|p| p.as_str()).unwrap_or_default(),
         rec.replicas,

@@ -83,6 +83,7 @@ use serde::{Deserialize, Serialize};
 #[x_kube(validation = Rule::new("!has(self.provider) || (!has(self.placement) && !has(self.autoscaling) && !has(self.engine) && !has(self.slo))").message("spec.provider deploys nothing: spec.placement, spec.engine, spec.slo and spec.autoscaling apply only to spec.model").field_path(".provider"))]
 #[x_kube(validation = Rule::new("!has(self.provider) || !has(self.cluster)").message("spec.cluster applies only to spec.model").field_path(".cluster"))]
 #[x_kube(validation = Rule::new("!has(self.placement) || !has(self.placement.expertParallel) || self.placement.expertParallel == 1 || !has(self.engine) || !(has(self.engine.type) && self.engine.type in ['TGI', 'LlamaCpp'])").message("placement.expertParallel needs an engine that spreads experts (VLLM, SGLang, TensorRTLLM or Auto); TGI and LlamaCpp slice them").field_path(".placement.expertParallel"))]
+#[x_kube(validation = Rule::new("!has(self.placement) || !has(self.placement.attentionDataParallel) || self.placement.attentionDataParallel == 1 || !has(self.engine) || !(has(self.engine.type) && self.engine.type in ['TGI', 'LlamaCpp', 'TensorRTLLM'])").message("placement.attentionDataParallel needs engine VLLM, SGLang or Auto: TensorRT-LLM takes attention data parallelism only from an options file (enable_attention_dp), which the operator does not render, and TGI and LlamaCpp have none").field_path(".placement.attentionDataParallel"))]
 pub struct ModelDeploymentSpec {
     /// The model to serve on the fleet. Exactly one of `model` and `provider` is set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -240,8 +241,9 @@ pub struct EngineSpec {
 /// Explicit hardware and parallelism for each replica.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("!has(self.acceleratorsPerReplica) || self.acceleratorsPerReplica == self.tensorParallel * self.pipelineParallel").message("acceleratorsPerReplica must equal tensorParallel x pipelineParallel").field_path(".acceleratorsPerReplica"))]
-#[x_kube(validation = Rule::new("!has(self.expertParallel) || self.expertParallel == 1 || self.expertParallel == self.tensorParallel").message("expertParallel must be 1 or equal tensorParallel: the engines spread the experts over the tensor-parallel group").field_path(".expertParallel"))]
+#[x_kube(validation = Rule::new("!has(self.acceleratorsPerReplica) || self.acceleratorsPerReplica == self.tensorParallel * self.pipelineParallel * (has(self.attentionDataParallel) ? self.attentionDataParallel : 1)").message("acceleratorsPerReplica must equal tensorParallel x pipelineParallel x attentionDataParallel").field_path(".acceleratorsPerReplica"))]
+#[x_kube(validation = Rule::new("!has(self.expertParallel) || self.expertParallel == 1 || self.expertParallel == self.tensorParallel * (has(self.attentionDataParallel) ? self.attentionDataParallel : 1)").message("expertParallel must be 1 or equal tensorParallel x attentionDataParallel: the engines spread the experts over every tensor- and data-parallel rank").field_path(".expertParallel"))]
+#[x_kube(validation = Rule::new("!has(self.attentionDataParallel) || self.attentionDataParallel == 1 || self.pipelineParallel == 1").message("attentionDataParallel needs pipelineParallel 1: the operator renders data-parallel attention within one pipeline stage").field_path(".attentionDataParallel"))]
 pub struct Placement {
     /// Accelerator product as in the BudCluster inventory, e.g. `NVIDIA-H100-80GB-HBM3`, or
     /// `CPU` for CPU-only serving.
@@ -270,10 +272,19 @@ pub struct Placement {
     /// Expert parallelism of a mixture-of-experts model: its routed experts spread whole over
     /// this many accelerators (vLLM `--enable-expert-parallel`, SGLang `--ep-size`,
     /// TensorRT-LLM `--ep_size`) instead of every expert sliced by tensor parallelism. 1 or
-    /// tensorParallel; absent or 1 slices the experts.
+    /// tensorParallel x attentionDataParallel; absent or 1 slices the experts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 512))]
+    pub expert_parallel: Option<i32>,
+    /// Attention data parallelism of a mixture-of-experts model: this many ranks each run
+    /// attention, with tensorParallel accelerators, for their own requests and keep only
+    /// those requests' KV cache, while the expert layers span every rank (vLLM
+    /// `--data-parallel-size`, SGLang `--dp-size` with `--enable-dp-attention`). Each replica
+    /// uses tensorParallel x attentionDataParallel accelerators. Engines VLLM, SGLang or Auto
+    /// only; absent or 1 splits attention by tensor parallelism alone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 64))]
-    pub expert_parallel: Option<i32>,
+    pub attention_data_parallel: Option<i32>,
 }
 
 fn one() -> i32 {
@@ -399,9 +410,14 @@ pub struct SelectedConfiguration {
     /// Pipeline-parallel degree.
     pub pipeline_parallel: i32,
     /// Expert-parallel degree of a mixture-of-experts model (experts spread whole over the
-    /// tensor-parallel group); absent when the experts are sliced by tensor parallelism.
+    /// tensor- and attention data-parallel ranks); absent when the experts are sliced by
+    /// tensor parallelism.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expert_parallel: Option<i32>,
+    /// Attention data-parallel ranks of a mixture-of-experts model, each with
+    /// tensorParallel accelerators; absent when attention is split by tensor parallelism alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attention_data_parallel: Option<i32>,
     /// Weight precision.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub precision: Option<Precision>,

@@ -213,9 +213,15 @@ pub struct Recommendation {
     /// Pipeline-parallel degree.
     pub pipeline_parallel: i32,
     /// Expert-parallel degree of a mixture-of-experts model (experts spread whole over the
-    /// tensor-parallel group); absent when the experts are sliced by tensor parallelism.
+    /// tensor- and attention data-parallel ranks); absent when the experts are sliced by
+    /// tensor parallelism.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expert_parallel: Option<i32>,
+    /// Attention data-parallel ranks of a mixture-of-experts model, each running attention
+    /// for its own requests on tensorParallel accelerators; absent when attention is split
+    /// by tensor parallelism alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attention_data_parallel: Option<i32>,
     /// Weight precision.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub precision: Option<Precision>,

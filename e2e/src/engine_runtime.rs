@@ -2,7 +2,8 @@
 //! each engine pod kwok reports Running, it starts the simulator's engine emulator
 //! (`bud-sim serve`) at the pod's 127.x address with the pod's own container arguments, and
 //! stops it when the pod goes away. Engine flags of SGLang, TGI, llama.cpp and TensorRT-LLM
-//! are translated to the vLLM spellings the emulator takes.
+//! are translated to the vLLM spellings the emulator takes (SGLang's data-parallel attention
+//! to vLLM's per-rank counts).
 
 use crate::harness::target_binary;
 use futures::TryStreamExt;
@@ -49,6 +50,8 @@ pub fn emulator_args(
     }
     let mut model = None;
     let mut served = None;
+    // SGLang's data-parallel attention: `--dp-size` ranks under `--enable-dp-attention`.
+    let (mut sglang_dp, mut dp_attention) = (1u32, false);
     let mut i = 0;
     // `vllm serve MODEL` and `trtllm-serve MODEL` name the model positionally.
     if let Some(first) = container_args.first().filter(|a| !a.starts_with('-')) {
@@ -84,6 +87,17 @@ pub fn emulator_args(
                 Some("--max-model-len")
             }
             "--quantization" => Some("--quantization"),
+            "--data-parallel-size" => Some("--data-parallel-size"),
+            "--dp-size" => {
+                sglang_dp = value.as_deref().and_then(|v| v.parse().ok()).unwrap_or(1);
+                i += 2;
+                continue;
+            }
+            "--enable-dp-attention" => {
+                dp_attention = true;
+                i += 1;
+                continue;
+            }
             // vLLM spreads the experts over the TP group with a switch, SGLang and
             // TensorRT-LLM with an expert-parallel size (the operator renders it equal to TP).
             "--enable-expert-parallel" => {
@@ -109,6 +123,20 @@ pub fn emulator_args(
             out.extend([name.to_owned(), v]);
         }
         i += 2;
+    }
+    if dp_attention && sglang_dp > 1 {
+        // SGLang counts every rank in --tp-size and the whole server in
+        // --max-running-requests; vLLM counts per data-parallel rank.
+        for j in 1..out.len() {
+            if matches!(
+                out[j - 1].as_str(),
+                "--tensor-parallel-size" | "--max-num-seqs"
+            ) && let Ok(v) = out[j].parse::<u32>()
+            {
+                out[j] = (v / sglang_dp).max(1).to_string();
+            }
+        }
+        out.extend(["--data-parallel-size".into(), sglang_dp.to_string()]);
     }
     // The annotation names the architecture; the engine answers to its served name, or
     // (without one) to its model argument.
@@ -440,6 +468,36 @@ mod tests {
         assert!(out.windows(2).any(|w| w == ["--max-num-seqs", "32"]));
         assert!(out.windows(2).any(|w| w == ["--model", "Qwen/Qwen3-8B"]));
         assert!(out.windows(2).any(|w| w == ["--served-model-name", "q"]));
+    }
+
+    #[test]
+    fn sglang_data_parallel_attention_becomes_vllm_data_parallel_ranks() {
+        // What the operator renders for eight ranks of TP 1 with 1,024 running requests.
+        let args = strings(&[
+            "--model-path",
+            "deepseek-ai/DeepSeek-R1",
+            "--tp-size",
+            "8",
+            "--dp-size",
+            "8",
+            "--enable-dp-attention",
+            "--pp-size",
+            "1",
+            "--ep-size",
+            "8",
+            "--max-running-requests",
+            "1024",
+        ]);
+        let command = strings(&["python3", "-m", "sglang.launch_server"]);
+        let out = emulator_args(&command, &args, &BTreeMap::new(), "127.1.1.7", 8000);
+        for pair in [
+            ["--tensor-parallel-size", "1"],
+            ["--data-parallel-size", "8"],
+            ["--max-num-seqs", "128"],
+        ] {
+            assert!(out.windows(2).any(|w| w == pair), "{pair:?} in {out:?}");
+        }
+        assert!(out.contains(&"--enable-expert-parallel".to_owned()));
     }
 
     #[test]

@@ -187,6 +187,35 @@ fn invalid_cases() -> Vec<Invalid> {
             ],
         },
         Invalid {
+            what: "expert parallelism other than every tensor- and data-parallel rank",
+            yaml: "spec: {model: {uri: hf://Qwen/Qwen3-30B-A3B}, placement: {accelerator: NVIDIA-H100-80GB-HBM3, tensorParallel: 1, attentionDataParallel: 4, expertParallel: 2}}",
+            expect: &[
+                "spec.placement.expertParallel",
+                "tensorParallel x attentionDataParallel",
+            ],
+        },
+        Invalid {
+            what: "accelerators per replica without the data-parallel ranks",
+            yaml: "spec: {model: {uri: hf://Qwen/Qwen3-30B-A3B}, placement: {accelerator: NVIDIA-H100-80GB-HBM3, tensorParallel: 2, attentionDataParallel: 2, acceleratorsPerReplica: 2}}",
+            expect: &[
+                "spec.placement.acceleratorsPerReplica",
+                "x attentionDataParallel",
+            ],
+        },
+        Invalid {
+            what: "attention data parallelism with pipeline stages",
+            yaml: "spec: {model: {uri: hf://Qwen/Qwen3-30B-A3B}, placement: {accelerator: NVIDIA-H100-80GB-HBM3, pipelineParallel: 2, attentionDataParallel: 2}}",
+            expect: &[
+                "spec.placement.attentionDataParallel",
+                "pipelineParallel 1",
+            ],
+        },
+        Invalid {
+            what: "attention data parallelism on TensorRT-LLM",
+            yaml: "spec: {model: {uri: hf://Qwen/Qwen3-30B-A3B}, engine: {type: TensorRTLLM}, placement: {accelerator: NVIDIA-H100-80GB-HBM3, attentionDataParallel: 4, expertParallel: 4}}",
+            expect: &["spec.placement.attentionDataParallel", "options file"],
+        },
+        Invalid {
             what: "unknown engine",
             yaml: "spec: {model: {uri: hf://Qwen/Qwen3-8B}, engine: {type: Vllm}}",
             expect: &["spec.engine.type", "Unsupported value"],

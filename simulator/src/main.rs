@@ -296,12 +296,18 @@ struct ServeArgs {
     /// Pipeline stages (vLLM's --pipeline-parallel-size).
     #[arg(long = "pipeline-parallel-size", default_value_t = 1)]
     pipeline_parallel_size: u32,
-    /// Spread a mixture-of-experts model's experts whole over the tensor-parallel ranks
-    /// instead of slicing every expert (vLLM's --enable-expert-parallel); a dense model
+    /// Data-parallel ranks, each running attention for its own requests on
+    /// --tensor-parallel-size GPUs while a mixture-of-experts model's expert layers span
+    /// every rank (vLLM's --data-parallel-size; SGLang's --dp-size with --enable-dp-attention).
+    #[arg(long = "data-parallel-size", default_value_t = 1)]
+    data_parallel_size: u32,
+    /// Spread a mixture-of-experts model's experts whole over the tensor- and data-parallel
+    /// ranks instead of slicing every expert (vLLM's --enable-expert-parallel); a dense model
     /// ignores it, as vLLM does.
     #[arg(long = "enable-expert-parallel")]
     enable_expert_parallel: bool,
-    /// Largest number of requests decoded together; the rest wait (vLLM's --max-num-seqs).
+    /// Largest number of requests decoded together per data-parallel rank; the rest wait
+    /// (vLLM's --max-num-seqs).
     #[arg(long = "max-num-seqs", default_value_t = 256)]
     max_num_seqs: u32,
     /// Longest prompt plus completion, tokens (default: the model's context, at most 32,768,
@@ -340,45 +346,36 @@ struct ServeArgs {
     seed: u64,
 }
 
-/// `bud-sim serve` flags without a value (the others the filter passes take one).
-const SERVE_SWITCHES: &[&str] = &["--enable-expert-parallel"];
-
-const SERVE_FLAGS_WITH_VALUE: &[&str] = &[
-    "--model",
-    "--served-model-name",
-    "--tensor-parallel-size",
-    "-t",
-    "--pipeline-parallel-size",
-    "--max-num-seqs",
-    "--max-model-len",
-    "--gpu-memory-utilization",
-    "--quantization",
-    "--host",
-    "--port",
-    "--accelerator",
-    "--engine",
-    "--time-scale",
-    "--error-rate",
-    "--slow-start-secs",
-    "--seed",
-];
+/// The flags `bud-sim serve` defines (long and short spellings), each with whether it takes
+/// a value, read from its clap definition so the filter below cannot fall behind it.
+fn serve_flags() -> Vec<(String, bool)> {
+    use clap::CommandFactory;
+    ServeArgs::command()
+        .get_arguments()
+        .flat_map(|arg| {
+            let takes_value = arg.get_action().takes_values();
+            let long = arg.get_long().map(|l| format!("--{l}"));
+            let short = arg.get_short().map(|s| format!("-{s}"));
+            long.into_iter()
+                .chain(short)
+                .map(move |flag| (flag, takes_value))
+        })
+        .collect()
+}
 
 /// Drop vLLM flags the emulator does not know, with a warning, so container args work as is.
 fn filter_serve_args(args: Vec<String>) -> Vec<String> {
+    let known = serve_flags();
+    let takes_value = |name: &str| known.iter().find(|(f, _)| f == name).map(|(_, v)| *v);
     let mut out = Vec::new();
     let mut i = 0;
     while i < args.len() {
         let a = &args[i];
         let name = a.split('=').next().unwrap_or(a);
-        if a.starts_with('-')
-            && name != "-h"
-            && name != "--help"
-            && !SERVE_FLAGS_WITH_VALUE.contains(&name)
-            && !SERVE_SWITCHES.contains(&name)
-        {
-            let takes_value =
+        if a.starts_with('-') && name != "-h" && name != "--help" && takes_value(name).is_none() {
+            let with_value =
                 !a.contains('=') && args.get(i + 1).is_some_and(|n| !n.starts_with("--"));
-            if takes_value {
+            if with_value {
                 eprintln!(
                     "bud-sim serve: warning: ignoring unsupported vLLM flag {a} {}",
                     args[i + 1]
@@ -401,7 +398,7 @@ fn filter_serve_args(args: Vec<String>) -> Vec<String> {
             continue;
         }
         out.push(a.clone());
-        if SERVE_FLAGS_WITH_VALUE.contains(&name) && !a.contains('=') {
+        if takes_value(name) == Some(true) && !a.contains('=') {
             if let Some(v) = args.get(i + 1) {
                 out.push(v.clone());
             }
@@ -817,14 +814,13 @@ fn bench_request() -> PlanRequest {
 
 fn print_plan(r: &PlanResult) {
     println!(
-        "{:<4} {:<12} {:<10} {:>4} {:>4} {:>3} {:>3} {:<5} {:<9} {:>6} {:>9} {:>8} {:>10} {:>9} {:<2} {:<2}",
+        "{:<4} {:<12} {:<10} {:>4} {:>4} {:<16} {:<5} {:<9} {:>6} {:>9} {:>8} {:>10} {:>9} {:<2} {:<2}",
         "rank",
         "accelerator",
         "cluster",
         "gpus",
         "repl",
-        "tp",
-        "pp",
+        "layout",
         "prec",
         "engine",
         "maxbat",
@@ -837,14 +833,13 @@ fn print_plan(r: &PlanResult) {
     );
     for x in &r.recommendations {
         println!(
-            "{:<4} {:<12} {:<10} {:>4} {:>4} {:>3} {:>3} {:<5} {:<9} {:>6} {:>9.0} {:>8.1} {:>10.0} {:>9.2} {:<2} {:<2}",
+            "{:<4} {:<12} {:<10} {:>4} {:>4} {:<16} {:<5} {:<9} {:>6} {:>9.0} {:>8.1} {:>10.0} {:>9.2} {:<2} {:<2}",
             x.rank,
             x.accelerator,
             x.cluster.clone().unwrap_or_default(),
             x.gpus_per_replica,
             x.replicas,
-            x.tp,
-            x.pp,
+            x.layout(),
             x.precision.as_str(),
             x.engine.as_str(),
             x.max_batch,
@@ -1106,8 +1101,9 @@ fn serve(a: ServeArgs) -> Result<(), String> {
     let mut serving = ServingConfig::new(&model.id, &accelerator.id, engine);
     serving.tp = a.tensor_parallel_size;
     serving.pp = a.pipeline_parallel_size;
+    serving.attention_dp = a.data_parallel_size;
     if a.enable_expert_parallel && model.is_moe() {
-        serving.spread_experts(a.tensor_parallel_size);
+        serving.spread_experts(a.tensor_parallel_size * a.data_parallel_size);
     }
     serving.max_batch = Some(a.max_num_seqs.max(1));
     serving.precision = precision;
@@ -1139,18 +1135,13 @@ fn serve(a: ServeArgs) -> Result<(), String> {
         }
     }
     eprintln!(
-        "bud-sim serve: emulating {engine} serving {} on {}× {} (TP{} PP{}{}, {}), up to {} running requests, context {max_model_len} tokens",
+        "bud-sim serve: emulating {engine} serving {} on {}× {} ({}, {}), up to {} running requests, context {max_model_len} tokens",
         model.id,
-        serving.tp * serving.pp,
+        serving.devices(),
         accelerator.id,
-        serving.tp,
-        serving.pp,
-        serving
-            .moe_ep
-            .map(|ep| format!(" EP{ep}"))
-            .unwrap_or_default(),
+        serving.layout(),
         serving.precision.unwrap_or(model.native_precision),
-        a.max_num_seqs.max(1),
+        a.max_num_seqs.max(1) * a.data_parallel_size.max(1),
     );
     let emu = Emulator::new(EmulatorConfig {
         model,

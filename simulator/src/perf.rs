@@ -67,7 +67,7 @@ pub struct ServingConfig {
     pub gpu_memory_utilization: Option<f64>,
 }
 
-fn one() -> u32 {
+pub(crate) fn one() -> u32 {
     1
 }
 
@@ -104,6 +104,29 @@ impl ServingConfig {
     pub fn devices(&self) -> u32 {
         self.tp.max(1) * self.pp.max(1) * self.attention_dp.max(1)
     }
+
+    /// The parallel layout as messages name it ([`parallel_layout`]).
+    pub fn layout(&self) -> String {
+        parallel_layout(
+            self.tp,
+            self.pp,
+            self.attention_dp,
+            self.moe_ep.unwrap_or(1),
+        )
+    }
+}
+
+/// A parallel layout as messages and tables name it: `TP4 PP1`, `TP8 PP1 EP8`, and with
+/// attention data-parallel ranks `TP1 PP1 DP8 EP8`.
+pub fn parallel_layout(tp: u32, pp: u32, attention_dp: u32, expert_parallel: u32) -> String {
+    let mut layout = format!("TP{tp} PP{pp}");
+    if attention_dp > 1 {
+        layout += &format!(" DP{attention_dp}");
+    }
+    if expert_parallel > 1 {
+        layout += &format!(" EP{expert_parallel}");
+    }
+    layout
 }
 
 /// The load: a closed loop of `concurrency` users each sending `input_tokens` and reading

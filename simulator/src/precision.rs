@@ -131,6 +131,15 @@ impl Engine {
     pub fn quantizes_at_load(self, precision: Precision) -> bool {
         matches!(self, Engine::Vllm | Engine::Sglang) && precision == Precision::Fp8
     }
+
+    /// Whether a command-line flag turns on attention data parallelism: vLLM's
+    /// `--data-parallel-size` and SGLang's `--dp-size` with `--enable-dp-attention`.
+    /// TensorRT-LLM takes it only from an options file (`enable_attention_dp`), which a
+    /// deployment's command line cannot carry, so the search does not propose it there;
+    /// llama.cpp has none.
+    pub fn attention_data_parallel_by_flag(self) -> bool {
+        matches!(self, Engine::Vllm | Engine::Sglang)
+    }
 }
 
 impl fmt::Display for Engine {

@@ -10,7 +10,9 @@ use crate::error::{Error, Result};
 use crate::hardware::{Accelerator, DeviceKind, HardwareCatalog};
 use crate::model::{ModelCatalog, ModelSpec};
 use crate::params::FittedParams;
-use crate::perf::{Prediction, Resolved, ServingConfig, Workload, check_engine};
+use crate::perf::{
+    Prediction, Resolved, ServingConfig, Workload, check_engine, one, parallel_layout,
+};
 use crate::precision::{Engine, Precision};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -145,6 +147,10 @@ pub struct Recommendation {
     pub max_batch: u32,
     /// Expert-parallel size for MoE models (1: experts sliced by tensor parallelism).
     pub expert_parallel: u32,
+    /// Attention data-parallel ranks of a MoE model, each with `tp` devices and its own
+    /// requests' KV cache (1: attention split by tensor parallelism alone).
+    #[serde(default = "one")]
+    pub attention_data_parallel: u32,
     /// Predicted metrics of one replica at its share of the load.
     pub prediction: Prediction,
     /// Output tokens/s over all replicas.
@@ -155,6 +161,18 @@ pub struct Recommendation {
     pub tokens_per_dollar: f64,
     /// On the cost / latency Pareto front of the feasible results.
     pub pareto_optimal: bool,
+}
+
+impl Recommendation {
+    /// The parallel layout, e.g. `TP4 PP1` or `TP1 PP1 DP8 EP8` ([`parallel_layout`]).
+    pub fn layout(&self) -> String {
+        parallel_layout(
+            self.tp,
+            self.pp,
+            self.attention_data_parallel,
+            self.expert_parallel,
+        )
+    }
 }
 
 /// The closest infeasible candidate and what to relax.
@@ -197,11 +215,26 @@ struct Shape {
     /// Precision of the routed experts: `precision`, or the checkpoint's own where the engine
     /// serves it as it is ([`ModelSpec::served_precisions`]).
     expert_precision: Precision,
+    /// Devices of one pipeline stage: the tensor-parallel group, or under
+    /// [`Layout::DataParallelAttention`] the attention data-parallel ranks.
     tp: u32,
     pp: u32,
     max_batch: Option<u32>,
-    /// Experts spread over the TP group (expert parallel) instead of sliced (MoE TP).
-    expert_parallel: bool,
+    layout: Layout,
+}
+
+/// How a stage's devices share a model's layers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Layout {
+    /// Every layer sliced over the devices (for MoE models, every expert too).
+    TensorParallel,
+    /// Attention sliced, the routed experts spread whole over the devices (MoE only).
+    ExpertParallel,
+    /// Each device runs attention for its own requests (attention data parallelism, TP 1 per
+    /// rank) and holds a share of the routed experts: the "DEP" layout of DeepSeek-class
+    /// deployments, whose KV cache is not replicated across the group. MoE only, on engines
+    /// a flag turns it on for ([`Engine::attention_data_parallel_by_flag`]).
+    DataParallelAttention,
 }
 
 struct Ctx<'a> {
@@ -227,12 +260,16 @@ impl Ctx<'_> {
     fn evaluate(&self, s: &Shape, replicas: u32) -> Outcome {
         let (acc, price, _) = self.accs[s.pool];
         let pool = &self.req.pools[s.pool];
+        let (tp, attention_dp) = match s.layout {
+            Layout::DataParallelAttention => (1, s.tp),
+            _ => (s.tp, 1),
+        };
         let mut cfg = ServingConfig {
             model: self.model.id.clone(),
             accelerator: acc.id.clone(),
-            tp: s.tp,
+            tp,
             pp: s.pp,
-            attention_dp: 1,
+            attention_dp,
             moe_tp: None,
             moe_ep: None,
             precision: Some(s.precision),
@@ -243,16 +280,19 @@ impl Ctx<'_> {
             max_batch: s.max_batch,
             gpu_memory_utilization: None,
         };
-        if s.expert_parallel {
+        let expert_parallel = if s.layout == Layout::TensorParallel {
+            1
+        } else {
             cfg.spread_experts(s.tp);
-        }
+            s.tp
+        };
         let devices = cfg.devices();
         let candidate = || {
             describe_candidate(
                 replicas,
                 devices,
                 &acc.id,
-                (s.tp, s.pp),
+                &cfg.layout(),
                 s.precision,
                 s.engine,
             )
@@ -284,12 +324,17 @@ impl Ctx<'_> {
             cluster: pool.cluster.clone(),
             gpus_per_replica: devices,
             replicas,
-            tp: s.tp,
+            tp,
             pp: s.pp,
             precision: s.precision,
             engine: s.engine,
-            max_batch: s.max_batch.unwrap_or(pred.max_concurrency.max(1)),
-            expert_parallel: if s.expert_parallel { s.tp } else { 1 },
+            // The shape's limit is per attention rank, as vLLM's --max-num-seqs.
+            max_batch: s
+                .max_batch
+                .map(|b| b * attention_dp)
+                .unwrap_or(pred.max_concurrency.max(1)),
+            expert_parallel,
+            attention_data_parallel: attention_dp,
             total_tokens_per_s: total_tps,
             cost_per_hour: cost,
             tokens_per_dollar: if cost > 0.0 {
@@ -482,14 +527,20 @@ fn shapes(ctx: &Ctx) -> Vec<Shape> {
                         if tp * pp > *count || pp > ctx.model.num_layers {
                             continue;
                         }
-                        let ep_options: &[bool] = if ctx.model.is_moe() && tp > 1 {
-                            &[false, true]
+                        let layouts: &[Layout] = if !ctx.model.is_moe() || tp == 1 {
+                            &[Layout::TensorParallel]
+                        } else if pp == 1 && engine.attention_data_parallel_by_flag() {
+                            &[
+                                Layout::TensorParallel,
+                                Layout::ExpertParallel,
+                                Layout::DataParallelAttention,
+                            ]
                         } else {
-                            &[false]
+                            &[Layout::TensorParallel, Layout::ExpertParallel]
                         };
-                        for (&expert_parallel, max_batch) in ep_options
+                        for (&layout, max_batch) in layouts
                             .iter()
-                            .flat_map(|ep| [None, Some(64), Some(256)].map(|mb| (ep, mb)))
+                            .flat_map(|l| [None, Some(64), Some(256)].map(|mb| (l, mb)))
                         {
                             out.push(Shape {
                                 pool: i,
@@ -499,7 +550,7 @@ fn shapes(ctx: &Ctx) -> Vec<Shape> {
                                 tp,
                                 pp,
                                 max_batch,
-                                expert_parallel,
+                                layout,
                             });
                         }
                     }
@@ -853,6 +904,7 @@ pub fn plan_with(req: &PlanRequest, params: &FittedParams) -> Result<PlanResult>
             r.precision,
             r.replicas,
             r.expert_parallel,
+            r.attention_data_parallel,
         ))
     });
     // Pareto front over (cost, e2e latency).
@@ -893,18 +945,17 @@ pub fn plan_with(req: &PlanRequest, params: &FittedParams) -> Result<PlanResult>
     })
 }
 
-/// A candidate as the plan's messages name it: `2 replica(s) of 4× h100_sxm (TP4 PP1, fp8, vllm)`.
+/// A candidate as the plan's messages name it: `2 replica(s) of 4× h100_sxm (TP4 PP1, fp8,
+/// vllm)`, `1 replica(s) of 8× b200_sxm (TP1 PP1 DP8 EP8, fp4, sglang)`.
 fn describe_candidate(
     replicas: u32,
     devices: u32,
     accelerator: &str,
-    (tp, pp): (u32, u32),
+    layout: &str,
     precision: Precision,
     engine: Engine,
 ) -> String {
-    format!(
-        "{replicas} replica(s) of {devices}× {accelerator} (TP{tp} PP{pp}, {precision}, {engine})"
-    )
+    format!("{replicas} replica(s) of {devices}× {accelerator} ({layout}, {precision}, {engine})")
 }
 
 fn advice(rec: &Recommendation, reason: &str, violation: f64, detail: &str) -> String {
@@ -913,7 +964,7 @@ fn advice(rec: &Recommendation, reason: &str, violation: f64, detail: &str) -> S
         rec.replicas,
         rec.gpus_per_replica,
         &rec.accelerator,
-        (rec.tp, rec.pp),
+        &rec.layout(),
         rec.precision,
         rec.engine,
     );

@@ -92,9 +92,11 @@ impl Emulator {
                 mem.verdict
             )));
         }
+        // Each attention data-parallel rank has its own KV cache and its own batch limit.
+        let ranks = cfg.serving.attention_dp.max(1);
         let per_token = r.kv_bytes_per_seq(1000.0) / 1000.0;
-        let kv_capacity_tokens = (mem.kv_cache_bytes / per_token.max(1e-9)).max(1.0);
-        let max_seqs = cfg.serving.max_batch.unwrap_or(256).max(1) as usize;
+        let kv_capacity_tokens = (mem.kv_cache_bytes / per_token.max(1e-9)).max(1.0) * ranks as f64;
+        let max_seqs = (cfg.serving.max_batch.unwrap_or(256).max(1) * ranks) as usize;
         Ok(Arc::new(Emulator {
             slots: Arc::new(Semaphore::new(max_seqs)),
             next_id: std::sync::atomic::AtomicU64::new(1),

@@ -244,3 +244,67 @@ fn checkpoint_precisions_only_keeps_what_the_engine_serves_from_the_checkpoint()
         "{best:?}"
     );
 }
+
+#[test]
+fn attention_data_parallelism_is_searched_for_moe_models_on_engines_that_take_the_flag() {
+    // DeepSeek-R1 at 1,024 users on B200s: attention data-parallel ranks keep one copy of each
+    // request's MLA cache instead of one per tensor-parallel device, so they hold more users.
+    let mut req = request();
+    req.model = "deepseek-ai/DeepSeek-R1".into();
+    req.pools = vec![pool("b200_sxm", 16, "lab")];
+    req.workload = Workload {
+        input_tokens: 1024,
+        output_tokens: 1024,
+        concurrency: 1024,
+    };
+    req.slo = Slo {
+        tpot_ms: Some(50.0),
+        ..Slo::default()
+    };
+    req.objective = Objective::HighestThroughputPerDollar;
+    req.max_results = Some(500);
+    let result = plan(&req).unwrap();
+    let dep: Vec<_> = result
+        .recommendations
+        .iter()
+        .filter(|r| r.attention_data_parallel > 1)
+        .collect();
+    assert!(!dep.is_empty(), "{:?}", result.recommendations);
+    for r in &dep {
+        assert!(
+            matches!(r.engine, Engine::Vllm | Engine::Sglang),
+            "{} has no flag for attention data parallelism: {r:?}",
+            r.engine
+        );
+        assert_eq!(
+            (r.tp, r.expert_parallel, r.gpus_per_replica),
+            (1, r.attention_data_parallel, r.attention_data_parallel),
+            "{r:?}"
+        );
+        assert!(
+            r.layout()
+                .contains(&format!("DP{}", r.attention_data_parallel))
+        );
+        // The batch limit is the replica's: one limit per rank, summed.
+        assert_eq!(r.max_batch % r.attention_data_parallel, 0, "{r:?}");
+    }
+    // At this load the best DEP layout out-earns the best tensor-parallel one.
+    let best_dense_attention = result
+        .recommendations
+        .iter()
+        .find(|r| r.attention_data_parallel == 1)
+        .expect("a tensor-parallel layout also meets the SLO");
+    assert!(
+        dep[0].tokens_per_dollar > best_dense_attention.tokens_per_dollar,
+        "{:?} vs {best_dense_attention:?}",
+        dep[0]
+    );
+    // A dense model is never split this way.
+    let dense = plan(&request()).unwrap();
+    assert!(
+        dense
+            .recommendations
+            .iter()
+            .all(|r| r.attention_data_parallel == 1 && r.expert_parallel == 1)
+    );
+}

@@ -186,3 +186,23 @@ fn expert_parallelism_spreads_a_moe_models_experts_and_leaves_dense_models_alone
     ]);
     assert!(dense.contains("(TP2 PP1, bf16)"), "{dense}");
 }
+
+#[test]
+fn data_parallel_ranks_each_run_attention_and_hold_their_own_batch() {
+    // vLLM's arguments for a DEP plan: TP 1 per rank, four ranks, experts over all four.
+    let line = startup_line(&[
+        "--model",
+        "Qwen/Qwen3-30B-A3B",
+        "--tensor-parallel-size",
+        "1",
+        "--data-parallel-size",
+        "4",
+        "--enable-expert-parallel",
+        "--max-num-seqs",
+        "64",
+    ]);
+    assert!(
+        line.contains("on 4× h100_sxm (TP1 PP1 DP4 EP4, bf16), up to 256 running requests"),
+        "{line}"
+    );
+}

@@ -153,6 +153,7 @@ fn decide_simulated(md: &ModelDeployment, simulation: Option<&Simulation>) -> De
                 tensor_parallel: best.tensor_parallel,
                 pipeline_parallel: best.pipeline_parallel,
                 expert_parallel: best.expert_parallel,
+                attention_data_parallel: best.attention_data_parallel,
                 precision: best.precision,
                 engine: best.engine,
                 max_batch_size: best.max_batch_size,
@@ -224,9 +225,12 @@ fn decide_explicit(md: &ModelDeployment, clusters: &[Arc<BudCluster>]) -> Decisi
             ),
         );
     };
-    let per_replica = placement
-        .accelerators_per_replica
-        .unwrap_or(placement.tensor_parallel * placement.pipeline_parallel);
+    let attention_data_parallel = placement.attention_data_parallel.filter(|&dp| dp > 1);
+    let per_replica = placement.accelerators_per_replica.unwrap_or(
+        placement.tensor_parallel
+            * placement.pipeline_parallel
+            * attention_data_parallel.unwrap_or(1),
+    );
     let engine = md.spec.engine.as_ref().map(|e| e.type_).unwrap_or_default();
     let engine = if engine == EngineType::Auto {
         EngineType::Vllm
@@ -247,6 +251,7 @@ fn decide_explicit(md: &ModelDeployment, clusters: &[Arc<BudCluster>]) -> Decisi
         tensor_parallel: placement.tensor_parallel,
         pipeline_parallel: placement.pipeline_parallel,
         expert_parallel: placement.expert_parallel.filter(|&ep| ep > 1),
+        attention_data_parallel,
         precision: placement.precision,
         engine,
         max_batch_size: placement.max_batch_size,
@@ -290,13 +295,27 @@ fn decide_explicit(md: &ModelDeployment, clusters: &[Arc<BudCluster>]) -> Decisi
             bud_simulator::ServingConfig::new(&model_id, &placement.accelerator, simulated_engine);
         config.tp = placement.tensor_parallel as u32;
         config.pp = placement.pipeline_parallel as u32;
+        if let Some(dp) = attention_data_parallel {
+            if !spec.is_moe() {
+                return hold(
+                    "InvalidPlacement",
+                    format!(
+                        "spec.placement.attentionDataParallel: {model_id} is a dense model; attention data parallelism shares a mixture-of-experts model's experts across ranks (leave it at 1 and add replicas instead)"
+                    ),
+                );
+            }
+            config.attention_dp = dp as u32;
+        }
         if let Some(ep) = selected.expert_parallel {
             config.spread_experts(ep as u32);
         }
         if let Some(Some((dense, experts))) = served {
             (config.precision, config.expert_precision) = (Some(dense), Some(experts));
         }
-        config.max_batch = placement.max_batch_size.map(|b| b as u32);
+        // The replica's limit, split over its ranks as the simulator (and vLLM) count it.
+        config.max_batch = placement
+            .max_batch_size
+            .map(|b| (b as u32).div_ceil(config.attention_dp.max(1)));
         let mut workload = planning::workload(&md.spec.workload.clone().unwrap_or_default());
         workload.concurrency = workload
             .concurrency
@@ -774,6 +793,7 @@ mod tests {
             tensor_parallel: 1,
             pipeline_parallel: 1,
             expert_parallel: None,
+            attention_data_parallel: None,
             precision: None,
             engine: EngineType::Vllm,
             max_batch_size: Some(64),
@@ -906,6 +926,7 @@ mod tests {
             precision: None,
             max_batch_size: None,
             expert_parallel: None,
+            attention_data_parallel: None,
         });
         let Decision::Deploy(selected) =
             decide(&md(spec.clone()), &[crate::fixtures::local_cluster()], None)
@@ -958,6 +979,7 @@ mod tests {
                 precision: Some(precision),
                 max_batch_size: None,
                 expert_parallel: None,
+                attention_data_parallel: None,
             });
             decide(&md(spec), &[crate::fixtures::local_cluster()], None)
         };
@@ -1009,6 +1031,7 @@ mod tests {
                 precision: None,
                 max_batch_size: None,
                 expert_parallel,
+                attention_data_parallel: None,
             });
             decide(&md(spec), &[crate::fixtures::local_cluster()], None)
         };
@@ -1030,6 +1053,62 @@ mod tests {
             } => {
                 assert_eq!(reason, "InvalidPlacement");
                 assert!(message.contains("expert parallelism"), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn explicit_attention_data_parallelism_counts_every_rank_and_is_refused_for_dense_models() {
+        let placed = |model: &str| {
+            let mut spec = model_spec();
+            spec.model.as_mut().unwrap().uri = format!("hf://{model}");
+            spec.workload = Some(bud_crds::common::Workload {
+                concurrency: 256,
+                ..Default::default()
+            });
+            spec.placement = Some(Placement {
+                accelerator: "NVIDIA-H100-80GB-HBM3".into(),
+                tensor_parallel: 1,
+                pipeline_parallel: 1,
+                accelerators_per_replica: None,
+                precision: None,
+                max_batch_size: Some(256),
+                expert_parallel: Some(4),
+                attention_data_parallel: Some(4),
+            });
+            decide(&md(spec), &[crate::fixtures::local_cluster()], None)
+        };
+        match placed("Qwen/Qwen3-30B-A3B") {
+            Decision::Deploy(selected) => {
+                assert_eq!(
+                    (
+                        selected.accelerators_per_replica,
+                        selected.tensor_parallel,
+                        selected.attention_data_parallel,
+                        selected.expert_parallel,
+                    ),
+                    (4, 1, Some(4), Some(4))
+                );
+                // maxBatchSize is the replica's: four ranks of 64.
+                let predicted = selected.predicted.expect("predicted");
+                assert_eq!(
+                    predicted.max_concurrency_per_replica,
+                    Some(256),
+                    "{predicted:?}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        match placed("Qwen/Qwen3-8B") {
+            Decision::Hold {
+                reason, message, ..
+            } => {
+                assert_eq!(reason, "InvalidPlacement");
+                assert!(
+                    message.contains("spec.placement.attentionDataParallel"),
+                    "{message}"
+                );
             }
             other => panic!("{other:?}"),
         }

@@ -304,6 +304,8 @@ pub fn engine_args(
 ) -> (Vec<String>, Vec<String>) {
     let tp = selected.tensor_parallel.to_string();
     let pp = selected.pipeline_parallel.to_string();
+    // Attention data-parallel ranks (vLLM and SGLang only; the API refuses it elsewhere).
+    let data_parallel = selected.attention_data_parallel.filter(|&dp| dp > 1);
     let batch = selected.max_batch_size.map(|b| b.to_string());
     // Experts spread whole over the tensor-parallel group rather than sliced by it.
     let expert_parallel = selected
@@ -343,12 +345,17 @@ pub fn engine_args(
                 "--pipeline-parallel-size".into(),
                 pp,
             ]);
+            if let Some(dp) = data_parallel {
+                args.extend(["--data-parallel-size".into(), dp.to_string()]);
+            }
             if expert_parallel.is_some() {
                 // vLLM spreads the experts over tensor × data parallel ranks.
                 args.push("--enable-expert-parallel".into());
             }
-            if let Some(b) = batch {
-                args.extend(["--max-num-seqs".into(), b]);
+            // vLLM's limit is per data-parallel rank.
+            if let Some(b) = selected.max_batch_size {
+                let per_rank = (b / data_parallel.unwrap_or(1)).max(1);
+                args.extend(["--max-num-seqs".into(), per_rank.to_string()]);
             }
             if let Some(c) = context {
                 args.extend(["--max-model-len".into(), c]);
@@ -369,7 +376,18 @@ pub fn engine_args(
                 "--port".into(),
                 port,
             ];
-            args.extend(["--tp-size".into(), tp, "--pp-size".into(), pp]);
+            match data_parallel {
+                // SGLang's --tp-size counts every rank; attention runs tp-size / dp-size wide.
+                Some(dp) => args.extend([
+                    "--tp-size".into(),
+                    (selected.tensor_parallel * dp).to_string(),
+                    "--dp-size".into(),
+                    dp.to_string(),
+                    "--enable-dp-attention".into(),
+                ]),
+                None => args.extend(["--tp-size".into(), tp]),
+            }
+            args.extend(["--pp-size".into(), pp]);
             if let Some(ep) = expert_parallel {
                 args.extend(["--ep-size".into(), ep]);
             }
@@ -738,6 +756,7 @@ mod tests {
             tensor_parallel: 8,
             pipeline_parallel: 1,
             expert_parallel: Some(8),
+            attention_data_parallel: None,
             precision: None,
             engine: EngineType::Vllm,
             max_batch_size: None,
@@ -771,5 +790,61 @@ mod tests {
                 "{engine:?} slices the experts: {args:?}"
             );
         }
+    }
+
+    #[test]
+    fn attention_data_parallel_ranks_reach_vllm_and_sglang() {
+        let md: ModelDeployment = serde_json::from_value(serde_json::json!({
+            "apiVersion": "bud.studio/v1alpha1",
+            "kind": "ModelDeployment",
+            "metadata": {"name": "r1", "namespace": "team"},
+            "spec": {"model": {"uri": "hf://deepseek-ai/DeepSeek-R1"}}
+        }))
+        .unwrap();
+        // Eight ranks of TP 1 sharing the experts, 1,024 running requests per replica.
+        let selected = SelectedConfiguration {
+            source: bud_crds::modeldeployment::SelectionSource::Simulated,
+            simulation: None,
+            cluster: "local".into(),
+            accelerator: "NVIDIA-B200".into(),
+            accelerators_per_replica: 8,
+            replicas: 1,
+            tensor_parallel: 1,
+            pipeline_parallel: 1,
+            expert_parallel: Some(8),
+            attention_data_parallel: Some(8),
+            precision: None,
+            engine: EngineType::Vllm,
+            max_batch_size: Some(1024),
+            predicted: None,
+        };
+        let has = |args: &[String], pair: [&str; 2]| args.windows(2).any(|w| w == pair);
+        let vllm = engine_args(EngineType::Vllm, "m", "m", &selected, &md).1;
+        for pair in [
+            ["--tensor-parallel-size", "1"],
+            ["--data-parallel-size", "8"],
+            // vLLM's limit is per rank.
+            ["--max-num-seqs", "128"],
+        ] {
+            assert!(has(&vllm, pair), "{pair:?} in {vllm:?}");
+        }
+        assert!(
+            vllm.contains(&"--enable-expert-parallel".into()),
+            "{vllm:?}"
+        );
+        let sglang = engine_args(EngineType::SgLang, "m", "m", &selected, &md).1;
+        for pair in [
+            // SGLang's --tp-size counts every rank and its limit is the whole server's.
+            ["--tp-size", "8"],
+            ["--dp-size", "8"],
+            ["--ep-size", "8"],
+            ["--max-running-requests", "1024"],
+        ] {
+            assert!(has(&sglang, pair), "{pair:?} in {sglang:?}");
+        }
+        assert!(
+            sglang.contains(&"--enable-dp-attention".into()),
+            "{sglang:?}"
+        );
     }
 }
