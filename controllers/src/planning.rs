@@ -271,24 +271,15 @@ pub fn api_recommendation(rec: &Recommendation, pools: &[CandidatePool]) -> ApiR
     }
 }
 
-/// One line for `kubectl get`: `2x NVIDIA-H100-80GB-HBM3 TP2 VLLM FP8, 1 replica`
-/// (`TP8 EP8` where the experts are spread over the tensor-parallel group, `TP1 DP8 EP8` where
-/// eight attention data-parallel ranks share them).
+/// One line for `kubectl get`: `2x NVIDIA-H100-80GB-HBM3 TP2 VLLM FP8, 1 replica`, or with
+/// eight attention data-parallel ranks sharing the experts `8x NVIDIA-B200 TP1 DP8 EP8 VLLM
+/// FP4, 1 replica` ([`ApiRecommendation::layout`]).
 pub fn describe(rec: &ApiRecommendation) -> String {
-    let mut layout = format!("TP{}", rec.tensor_parallel);
-    if rec.pipeline_parallel > 1 {
-        layout += &format!(" PP{}", rec.pipeline_parallel);
-    }
-    if let Some(dp) = rec.attention_data_parallel {
-        layout += &format!(" DP{dp}");
-    }
-    if let Some(ep) = rec.expert_parallel {
-        layout += &format!(" EP{ep}");
-    }
     format!(
-        "{}x {} {layout} {} {}, {} replica{}",
+        "{}x {} {} {} {}, {} replica{}",
         rec.accelerators_per_replica,
         rec.accelerator,
+        rec.layout(),
         rec.engine.as_str(),
         rec.precision.map(|p| p.as_str()).unwrap_or_default(),
         rec.replicas,

@@ -242,9 +242,39 @@ pub struct ObjectRef {
     pub name: String,
 }
 
+/// A parallel layout as messages show it: `TP2`, `TP8 PP2`, `TP8 EP8` where a mixture-of-experts
+/// model's experts are spread over the tensor-parallel group, `TP1 DP8 EP8` where eight
+/// attention data-parallel ranks share them.
+pub fn parallel_layout(
+    tensor_parallel: i32,
+    pipeline_parallel: i32,
+    attention_data_parallel: Option<i32>,
+    expert_parallel: Option<i32>,
+) -> String {
+    let mut layout = format!("TP{tensor_parallel}");
+    if pipeline_parallel > 1 {
+        layout += &format!(" PP{pipeline_parallel}");
+    }
+    if let Some(dp) = attention_data_parallel.filter(|&dp| dp > 1) {
+        layout += &format!(" DP{dp}");
+    }
+    if let Some(ep) = expert_parallel.filter(|&ep| ep > 1) {
+        layout += &format!(" EP{ep}");
+    }
+    layout
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_parallel_layout_names_only_the_degrees_in_use() {
+        assert_eq!(parallel_layout(2, 1, None, None), "TP2");
+        assert_eq!(parallel_layout(8, 2, Some(1), Some(1)), "TP8 PP2");
+        assert_eq!(parallel_layout(8, 1, None, Some(8)), "TP8 EP8");
+        assert_eq!(parallel_layout(1, 1, Some(8), Some(8)), "TP1 DP8 EP8");
+    }
 
     #[test]
     fn workload_defaults_apply_to_missing_fields() {

@@ -431,6 +431,18 @@ pub struct SelectedConfiguration {
     pub predicted: Option<PredictedMetrics>,
 }
 
+impl SelectedConfiguration {
+    /// The parallel layout, e.g. `TP1 DP8 EP8` ([`crate::common::parallel_layout`]).
+    pub fn layout(&self) -> String {
+        crate::common::parallel_layout(
+            self.tensor_parallel,
+            self.pipeline_parallel,
+            self.attention_data_parallel,
+            self.expert_parallel,
+        )
+    }
+}
+
 /// How the configuration was chosen.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub enum SelectionSource {

@@ -234,6 +234,18 @@ pub struct Recommendation {
     pub predicted: PredictedMetrics,
 }
 
+impl Recommendation {
+    /// The parallel layout, e.g. `TP1 DP8 EP8` ([`crate::common::parallel_layout`]).
+    pub fn layout(&self) -> String {
+        crate::common::parallel_layout(
+            self.tensor_parallel,
+            self.pipeline_parallel,
+            self.attention_data_parallel,
+            self.expert_parallel,
+        )
+    }
+}
+
 /// Candidates rejected for one reason.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]

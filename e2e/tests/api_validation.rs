@@ -205,10 +205,7 @@ fn invalid_cases() -> Vec<Invalid> {
         Invalid {
             what: "attention data parallelism with pipeline stages",
             yaml: "spec: {model: {uri: hf://Qwen/Qwen3-30B-A3B}, placement: {accelerator: NVIDIA-H100-80GB-HBM3, pipelineParallel: 2, attentionDataParallel: 2}}",
-            expect: &[
-                "spec.placement.attentionDataParallel",
-                "pipelineParallel 1",
-            ],
+            expect: &["spec.placement.attentionDataParallel", "pipelineParallel 1"],
         },
         Invalid {
             what: "attention data parallelism on TensorRT-LLM",

@@ -761,10 +761,10 @@ async fn record_transitions(
         && old
             .selected
             .as_ref()
-            .map(|s| (&s.accelerator, s.tensor_parallel, s.engine, &s.cluster))
+            .map(|s| (&s.accelerator, s.layout(), s.engine, &s.cluster))
             != Some((
                 &selected.accelerator,
-                selected.tensor_parallel,
+                selected.layout(),
                 selected.engine,
                 &selected.cluster,
             ))
@@ -773,11 +773,11 @@ async fn record_transitions(
             EventType::Normal,
             "ConfigurationSelected".to_owned(),
             format!(
-                "{} replica(s) of {}x {} TP{} {} on cluster {}",
+                "{} replica(s) of {}x {} {} {} on cluster {}",
                 selected.replicas,
                 selected.accelerators_per_replica,
                 selected.accelerator,
-                selected.tensor_parallel,
+                selected.layout(),
                 selected.engine.as_str(),
                 selected.cluster
             ),

@@ -586,10 +586,10 @@ pub fn plan_status(
                     "Explicit"
                 },
                 format!(
-                    "{}x {} TP{} {} ({how})",
+                    "{}x {} {} {} ({how})",
                     selected.accelerators_per_replica,
                     selected.accelerator,
-                    selected.tensor_parallel,
+                    selected.layout(),
                     selected.engine.as_str()
                 ),
             );
