@@ -83,7 +83,8 @@ use serde::{Deserialize, Serialize};
 #[x_kube(validation = Rule::new("!has(self.provider) || (!has(self.placement) && !has(self.autoscaling) && !has(self.engine) && !has(self.slo))").message("spec.provider deploys nothing: spec.placement, spec.engine, spec.slo and spec.autoscaling apply only to spec.model").field_path(".provider"))]
 #[x_kube(validation = Rule::new("!has(self.provider) || !has(self.cluster)").message("spec.cluster applies only to spec.model").field_path(".cluster"))]
 #[x_kube(validation = Rule::new("!has(self.placement) || !has(self.placement.expertParallel) || self.placement.expertParallel == 1 || !has(self.engine) || !(has(self.engine.type) && self.engine.type in ['TGI', 'LlamaCpp'])").message("placement.expertParallel needs an engine that spreads experts (VLLM, SGLang, TensorRTLLM or Auto); TGI and LlamaCpp slice them").field_path(".placement.expertParallel"))]
-#[x_kube(validation = Rule::new("!has(self.placement) || !has(self.placement.attentionDataParallel) || self.placement.attentionDataParallel == 1 || !has(self.engine) || !(has(self.engine.type) && self.engine.type in ['TGI', 'LlamaCpp', 'TensorRTLLM'])").message("placement.attentionDataParallel needs engine VLLM, SGLang or Auto: TensorRT-LLM takes attention data parallelism only from an options file (enable_attention_dp), which the operator does not render, and TGI and LlamaCpp have none").field_path(".placement.attentionDataParallel"))]
+#[x_kube(validation = Rule::new("!has(self.placement) || !has(self.placement.attentionDataParallel) || self.placement.attentionDataParallel == 1 || !has(self.engine) || !(has(self.engine.type) && self.engine.type in ['TGI', 'LlamaCpp'])").message("placement.attentionDataParallel needs engine VLLM, SGLang, TensorRTLLM or Auto; TGI and LlamaCpp have no attention data parallelism").field_path(".placement.attentionDataParallel"))]
+#[x_kube(validation = Rule::new("!has(self.placement) || !has(self.placement.attentionDataParallel) || self.placement.attentionDataParallel == 1 || self.placement.tensorParallel == 1 || !has(self.engine) || !(has(self.engine.type) && self.engine.type == 'TensorRTLLM')").message("placement.tensorParallel must be 1 with attentionDataParallel on TensorRTLLM: its attention data-parallel ranks each run attention on one accelerator").field_path(".placement.tensorParallel"))]
 pub struct ModelDeploymentSpec {
     /// The model to serve on the fleet. Exactly one of `model` and `provider` is set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -279,9 +280,10 @@ pub struct Placement {
     /// Attention data parallelism of a mixture-of-experts model: this many ranks each run
     /// attention, with tensorParallel accelerators, for their own requests and keep only
     /// those requests' KV cache, while the expert layers span every rank (vLLM
-    /// `--data-parallel-size`, SGLang `--dp-size` with `--enable-dp-attention`). Each replica
-    /// uses tensorParallel x attentionDataParallel accelerators. Engines VLLM, SGLang or Auto
-    /// only; absent or 1 splits attention by tensor parallelism alone.
+    /// `--data-parallel-size`, SGLang `--dp-size` with `--enable-dp-attention`, TensorRT-LLM
+    /// `enable_attention_dp` in an options file the pod carries, with tensorParallel 1). Each
+    /// replica uses tensorParallel x attentionDataParallel accelerators. Not with TGI or
+    /// LlamaCpp; absent or 1 splits attention by tensor parallelism alone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 64))]
     pub attention_data_parallel: Option<i32>,

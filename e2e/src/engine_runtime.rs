@@ -2,8 +2,8 @@
 //! each engine pod kwok reports Running, it starts the simulator's engine emulator
 //! (`bud-sim serve`) at the pod's 127.x address with the pod's own container arguments, and
 //! stops it when the pod goes away. Engine flags of SGLang, TGI, llama.cpp and TensorRT-LLM
-//! are translated to the vLLM spellings the emulator takes (SGLang's data-parallel attention
-//! to vLLM's per-rank counts).
+//! are translated to the vLLM spellings the emulator takes (SGLang's and TensorRT-LLM's
+//! data-parallel attention to vLLM's per-rank counts).
 
 use crate::harness::target_binary;
 use futures::TryStreamExt;
@@ -20,6 +20,8 @@ use tokio::process::{Child, Command};
 pub const ENGINE_SELECTOR: &str = "app.kubernetes.io/component=engine";
 const MODEL_ID_ANNOTATION: &str = "bud.studio/model-id";
 const ACCELERATOR_ANNOTATION: &str = "bud.studio/accelerator";
+/// The options file the pod carries for its engine (TensorRT-LLM's `--extra_llm_api_options`).
+const ENGINE_OPTIONS_ANNOTATION: &str = "bud.studio/engine-options";
 
 /// The flags of `bud-sim serve` for an engine pod: the engine its container's command starts
 /// (`trtllm-serve`, `sglang.launch_server`; vLLM otherwise), the layout, batch limit,
@@ -124,19 +126,38 @@ pub fn emulator_args(
         }
         i += 2;
     }
-    if dp_attention && sglang_dp > 1 {
-        // SGLang counts every rank in --tp-size and the whole server in
-        // --max-running-requests; vLLM counts per data-parallel rank.
+    // Data-parallel attention in vLLM's per-rank counts. SGLang counts every rank in --tp-size
+    // and the whole server in --max-running-requests; TensorRT-LLM, with
+    // `enable_attention_dp` in the options file the pod carries, runs attention on each of its
+    // --tp_size ranks alone and limits the batch per rank already.
+    let value_of = |out: &[String], flag: &str| {
+        out.windows(2)
+            .find(|w| w[0] == flag)
+            .and_then(|w| w[1].parse::<u32>().ok())
+    };
+    let trtllm_dp = engine == Some("trtllm")
+        && annotations
+            .get(ENGINE_OPTIONS_ANNOTATION)
+            .is_some_and(|o| o.contains("enable_attention_dp: true"));
+    let (ranks, per_server): (u32, &[&str]) = if dp_attention && sglang_dp > 1 {
+        (sglang_dp, &["--tensor-parallel-size", "--max-num-seqs"])
+    } else if trtllm_dp {
+        (
+            value_of(&out, "--tensor-parallel-size").unwrap_or(1),
+            &["--tensor-parallel-size"],
+        )
+    } else {
+        (1, &[])
+    };
+    if ranks > 1 {
         for j in 1..out.len() {
-            if matches!(
-                out[j - 1].as_str(),
-                "--tensor-parallel-size" | "--max-num-seqs"
-            ) && let Ok(v) = out[j].parse::<u32>()
+            if per_server.contains(&out[j - 1].as_str())
+                && let Ok(v) = out[j].parse::<u32>()
             {
-                out[j] = (v / sglang_dp).max(1).to_string();
+                out[j] = (v / ranks).max(1).to_string();
             }
         }
-        out.extend(["--data-parallel-size".into(), sglang_dp.to_string()]);
+        out.extend(["--data-parallel-size".into(), ranks.to_string()]);
     }
     // The annotation names the architecture; the engine answers to its served name, or
     // (without one) to its model argument.
@@ -498,6 +519,40 @@ mod tests {
             assert!(out.windows(2).any(|w| w == pair), "{pair:?} in {out:?}");
         }
         assert!(out.contains(&"--enable-expert-parallel".to_owned()));
+    }
+
+    #[test]
+    fn tensorrt_llm_attention_data_parallelism_comes_from_the_pods_options_file() {
+        let args = strings(&[
+            "deepseek-ai/DeepSeek-R1",
+            "--tp_size",
+            "8",
+            "--ep_size",
+            "8",
+            "--max_batch_size",
+            "128",
+            "--extra_llm_api_options",
+            "/etc/bud/engine-options/options.yaml",
+        ]);
+        let command = strings(&["trtllm-serve"]);
+        let dep = emulator_args(
+            &command,
+            &args,
+            &annotations(&[(ENGINE_OPTIONS_ANNOTATION, "enable_attention_dp: true\n")]),
+            "127.1.1.8",
+            8000,
+        );
+        for pair in [
+            ["--tensor-parallel-size", "1"],
+            ["--data-parallel-size", "8"],
+            ["--max-num-seqs", "128"],
+        ] {
+            assert!(dep.windows(2).any(|w| w == pair), "{pair:?} in {dep:?}");
+        }
+        // Without the option every rank shares attention by tensor parallelism.
+        let tep = emulator_args(&command, &args, &BTreeMap::new(), "127.1.1.8", 8000);
+        assert!(tep.windows(2).any(|w| w == ["--tensor-parallel-size", "8"]));
+        assert!(!tep.contains(&"--data-parallel-size".to_owned()), "{tep:?}");
     }
 
     #[test]

@@ -208,9 +208,20 @@ fn invalid_cases() -> Vec<Invalid> {
             expect: &["spec.placement.attentionDataParallel", "pipelineParallel 1"],
         },
         Invalid {
-            what: "attention data parallelism on TensorRT-LLM",
-            yaml: "spec: {model: {uri: hf://Qwen/Qwen3-30B-A3B}, engine: {type: TensorRTLLM}, placement: {accelerator: NVIDIA-H100-80GB-HBM3, attentionDataParallel: 4, expertParallel: 4}}",
-            expect: &["spec.placement.attentionDataParallel", "options file"],
+            what: "attention data parallelism with tensor parallelism on TensorRT-LLM",
+            yaml: "spec: {model: {uri: hf://Qwen/Qwen3-30B-A3B}, engine: {type: TensorRTLLM}, placement: {accelerator: NVIDIA-H100-80GB-HBM3, tensorParallel: 2, attentionDataParallel: 2}}",
+            expect: &[
+                "spec.placement.tensorParallel",
+                "must be 1 with attentionDataParallel",
+            ],
+        },
+        Invalid {
+            what: "attention data parallelism on TGI",
+            yaml: "spec: {model: {uri: hf://Qwen/Qwen3-30B-A3B}, engine: {type: TGI}, placement: {accelerator: NVIDIA-H100-80GB-HBM3, attentionDataParallel: 2}}",
+            expect: &[
+                "spec.placement.attentionDataParallel",
+                "TGI and LlamaCpp have no",
+            ],
         },
         Invalid {
             what: "unknown engine",

@@ -132,13 +132,11 @@ impl Engine {
         matches!(self, Engine::Vllm | Engine::Sglang) && precision == Precision::Fp8
     }
 
-    /// Whether a command-line flag turns on attention data parallelism: vLLM's
-    /// `--data-parallel-size` and SGLang's `--dp-size` with `--enable-dp-attention`.
-    /// TensorRT-LLM takes it only from an options file (`enable_attention_dp`), which a
-    /// deployment's command line cannot carry, so the search does not propose it there;
-    /// llama.cpp has none.
-    pub fn attention_data_parallel_by_flag(self) -> bool {
-        matches!(self, Engine::Vllm | Engine::Sglang)
+    /// Whether the engine runs attention data-parallel ranks that share a MoE model's experts:
+    /// vLLM (`--data-parallel-size`), SGLang (`--dp-size` with `--enable-dp-attention`) and
+    /// TensorRT-LLM (`enable_attention_dp`); llama.cpp has none.
+    pub fn has_attention_data_parallel(self) -> bool {
+        self != Engine::LlamaCpp
     }
 }
 

@@ -233,7 +233,7 @@ enum Layout {
     /// Each device runs attention for its own requests (attention data parallelism, TP 1 per
     /// rank) and holds a share of the routed experts: the "DEP" layout of DeepSeek-class
     /// deployments, whose KV cache is not replicated across the group. MoE only, on engines
-    /// a flag turns it on for ([`Engine::attention_data_parallel_by_flag`]).
+    /// that have it ([`Engine::has_attention_data_parallel`]).
     DataParallelAttention,
 }
 
@@ -529,7 +529,7 @@ fn shapes(ctx: &Ctx) -> Vec<Shape> {
                         }
                         let layouts: &[Layout] = if !ctx.model.is_moe() || tp == 1 {
                             &[Layout::TensorParallel]
-                        } else if pp == 1 && engine.attention_data_parallel_by_flag() {
+                        } else if pp == 1 && engine.has_attention_data_parallel() {
                             &[
                                 Layout::TensorParallel,
                                 Layout::ExpertParallel,

@@ -246,7 +246,7 @@ fn checkpoint_precisions_only_keeps_what_the_engine_serves_from_the_checkpoint()
 }
 
 #[test]
-fn attention_data_parallelism_is_searched_for_moe_models_on_engines_that_take_the_flag() {
+fn attention_data_parallelism_is_searched_for_moe_models() {
     // DeepSeek-R1 at 1,024 users on B200s: attention data-parallel ranks keep one copy of each
     // request's MLA cache instead of one per tensor-parallel device, so they hold more users.
     let mut req = request();
@@ -271,11 +271,6 @@ fn attention_data_parallelism_is_searched_for_moe_models_on_engines_that_take_th
         .collect();
     assert!(!dep.is_empty(), "{:?}", result.recommendations);
     for r in &dep {
-        assert!(
-            matches!(r.engine, Engine::Vllm | Engine::Sglang),
-            "{} has no flag for attention data parallelism: {r:?}",
-            r.engine
-        );
         assert_eq!(
             (r.tp, r.expert_parallel, r.gpus_per_replica),
             (1, r.attention_data_parallel, r.attention_data_parallel),

@@ -9,8 +9,9 @@ use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
 };
 use k8s_openapi::api::core::v1::{
-    Affinity, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource, HTTPGetAction,
-    NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm,
+    Affinity, Container, ContainerPort, DownwardAPIVolumeFile, DownwardAPIVolumeSource,
+    EmptyDirVolumeSource, EnvVar, EnvVarSource, HTTPGetAction, NodeAffinity, NodeSelector,
+    NodeSelectorRequirement, NodeSelectorTerm, ObjectFieldSelector,
     PersistentVolumeClaimVolumeSource, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
     SecretKeySelector, Service, ServicePort, ServiceSpec, Toleration, Volume, VolumeMount,
 };
@@ -29,6 +30,13 @@ pub const COMPONENT_LABEL: &str = "app.kubernetes.io/component";
 pub const MODEL_ID_ANNOTATION: &str = "bud.studio/model-id";
 /// Annotation with the accelerator product the pod was placed on.
 pub const ACCELERATOR_ANNOTATION: &str = "bud.studio/accelerator";
+/// Annotation holding the engine's options file, which a downward-API volume mounts at
+/// [`ENGINE_OPTIONS_FILE`]: TensorRT-LLM takes some settings (attention data parallelism)
+/// only from a file (`--extra_llm_api_options`), and the pod itself carries it.
+pub const ENGINE_OPTIONS_ANNOTATION: &str = "bud.studio/engine-options";
+const ENGINE_OPTIONS_DIR: &str = "/etc/bud/engine-options";
+/// Where the engine finds its options file.
+pub const ENGINE_OPTIONS_FILE: &str = "/etc/bud/engine-options/options.yaml";
 /// The port every engine's OpenAI-compatible API listens on.
 pub const ENGINE_PORT: i32 = 8000;
 const MODELS_DIR: &str = "/models";
@@ -293,6 +301,15 @@ pub fn upstream_model_name(
     }
 }
 
+/// The options file `engine` needs for the chosen configuration, if any: TensorRT-LLM turns
+/// attention data parallelism on only there (`enable_attention_dp`; every one of its
+/// `--tp_size` ranks then runs attention for its own requests).
+pub fn engine_options(engine: EngineType, selected: &SelectedConfiguration) -> Option<String> {
+    let data_parallel = selected.attention_data_parallel.is_some_and(|dp| dp > 1);
+    (engine == EngineType::TensorRtLlm && data_parallel)
+        .then(|| "enable_attention_dp: true\n".to_owned())
+}
+
 /// The engine's command line for the chosen configuration. Every engine listens on
 /// [`ENGINE_PORT`] on all addresses and serves `served_name`.
 pub fn engine_args(
@@ -304,8 +321,12 @@ pub fn engine_args(
 ) -> (Vec<String>, Vec<String>) {
     let tp = selected.tensor_parallel.to_string();
     let pp = selected.pipeline_parallel.to_string();
-    // Attention data-parallel ranks (vLLM and SGLang only; the API refuses it elsewhere).
+    // Attention data-parallel ranks (vLLM, SGLang and TensorRT-LLM; the API refuses the rest).
     let data_parallel = selected.attention_data_parallel.filter(|&dp| dp > 1);
+    // vLLM's and TensorRT-LLM's batch limits are per data-parallel rank, SGLang's per server.
+    let batch_per_rank = selected
+        .max_batch_size
+        .map(|b| (b / data_parallel.unwrap_or(1)).max(1).to_string());
     let batch = selected.max_batch_size.map(|b| b.to_string());
     // Experts spread whole over the tensor-parallel group rather than sliced by it.
     let expert_parallel = selected
@@ -352,10 +373,8 @@ pub fn engine_args(
                 // vLLM spreads the experts over tensor × data parallel ranks.
                 args.push("--enable-expert-parallel".into());
             }
-            // vLLM's limit is per data-parallel rank.
-            if let Some(b) = selected.max_batch_size {
-                let per_rank = (b / data_parallel.unwrap_or(1)).max(1);
-                args.extend(["--max-num-seqs".into(), per_rank.to_string()]);
+            if let Some(b) = batch_per_rank {
+                args.extend(["--max-num-seqs".into(), b]);
             }
             if let Some(c) = context {
                 args.extend(["--max-model-len".into(), c]);
@@ -447,16 +466,21 @@ pub fn engine_args(
                 "0.0.0.0".into(),
                 "--port".into(),
                 port,
+                // Under attention data parallelism every rank counts in --tp_size (and runs
+                // attention alone, tensorParallel being 1).
                 "--tp_size".into(),
-                tp,
+                (selected.tensor_parallel * data_parallel.unwrap_or(1)).to_string(),
                 "--pp_size".into(),
                 pp,
             ];
             if let Some(ep) = expert_parallel {
                 args.extend(["--ep_size".into(), ep]);
             }
-            if let Some(b) = batch {
+            if let Some(b) = batch_per_rank {
                 args.extend(["--max_batch_size".into(), b]);
+            }
+            if engine_options(engine, selected).is_some() {
+                args.extend(["--extra_llm_api_options".into(), ENGINE_OPTIONS_FILE.into()]);
             }
         }
     }
@@ -530,6 +554,56 @@ pub fn pod_template(md: &ModelDeployment, inputs: &RenderInputs<'_>) -> PodTempl
     if let Some(id) = &inputs.model_id {
         annotations.insert(MODEL_ID_ANNOTATION.to_owned(), id.clone());
     }
+    let mut volumes = vec![
+        location.volume,
+        Volume {
+            name: "dshm".into(),
+            empty_dir: Some(EmptyDirVolumeSource {
+                medium: Some("Memory".into()),
+                size_limit: Some(Quantity("16Gi".into())),
+            }),
+            ..Default::default()
+        },
+    ];
+    let mut volume_mounts = vec![
+        VolumeMount {
+            name: "models".into(),
+            mount_path: MODELS_DIR.into(),
+            read_only: Some(location.init.is_none()),
+            ..Default::default()
+        },
+        VolumeMount {
+            name: "dshm".into(),
+            mount_path: "/dev/shm".into(),
+            ..Default::default()
+        },
+    ];
+    if let Some(options) = engine_options(selected.engine, selected) {
+        // The file is the pod's own annotation, projected by the downward API: no ConfigMap
+        // to create, grant or clean up, and the pod shows what its engine read.
+        annotations.insert(ENGINE_OPTIONS_ANNOTATION.to_owned(), options);
+        volumes.push(Volume {
+            name: "engine-options".into(),
+            downward_api: Some(DownwardAPIVolumeSource {
+                items: Some(vec![DownwardAPIVolumeFile {
+                    path: "options.yaml".into(),
+                    field_ref: Some(ObjectFieldSelector {
+                        field_path: format!("metadata.annotations['{ENGINE_OPTIONS_ANNOTATION}']"),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        volume_mounts.push(VolumeMount {
+            name: "engine-options".into(),
+            mount_path: ENGINE_OPTIONS_DIR.into(),
+            read_only: Some(true),
+            ..Default::default()
+        });
+    }
     let container = Container {
         name: "engine".into(),
         image: Some(image),
@@ -563,19 +637,7 @@ pub fn pod_template(md: &ModelDeployment, inputs: &RenderInputs<'_>) -> PodTempl
             requests: Some(limits),
             ..Default::default()
         }),
-        volume_mounts: Some(vec![
-            VolumeMount {
-                name: "models".into(),
-                mount_path: MODELS_DIR.into(),
-                read_only: Some(location.init.is_none()),
-                ..Default::default()
-            },
-            VolumeMount {
-                name: "dshm".into(),
-                mount_path: "/dev/shm".into(),
-                ..Default::default()
-            },
-        ]),
+        volume_mounts: Some(volume_mounts),
         // Loading weights takes minutes: the startup probe allows 30, then readiness and
         // liveness watch the engine's health endpoint.
         startup_probe: Some(probe("/health", 10, 180)),
@@ -595,17 +657,7 @@ pub fn pod_template(md: &ModelDeployment, inputs: &RenderInputs<'_>) -> PodTempl
             affinity,
             tolerations: (!tolerations.is_empty()).then_some(tolerations),
             termination_grace_period_seconds: Some(60),
-            volumes: Some(vec![
-                location.volume,
-                Volume {
-                    name: "dshm".into(),
-                    empty_dir: Some(EmptyDirVolumeSource {
-                        medium: Some("Memory".into()),
-                        size_limit: Some(Quantity("16Gi".into())),
-                    }),
-                    ..Default::default()
-                },
-            ]),
+            volumes: Some(volumes),
             ..Default::default()
         }),
     }
@@ -793,7 +845,7 @@ mod tests {
     }
 
     #[test]
-    fn attention_data_parallel_ranks_reach_vllm_and_sglang() {
+    fn attention_data_parallel_ranks_reach_each_engine() {
         let md: ModelDeployment = serde_json::from_value(serde_json::json!({
             "apiVersion": "bud.studio/v1alpha1",
             "kind": "ModelDeployment",
@@ -845,6 +897,69 @@ mod tests {
         assert!(
             sglang.contains(&"--enable-dp-attention".into()),
             "{sglang:?}"
+        );
+        assert_eq!(engine_options(EngineType::SgLang, &selected), None);
+        // TensorRT-LLM reads enable_attention_dp from a file: the pod's own annotation,
+        // projected where --extra_llm_api_options points.
+        let mut trtllm = selected.clone();
+        trtllm.engine = EngineType::TensorRtLlm;
+        let args = engine_args(EngineType::TensorRtLlm, "m", "m", &trtllm, &md).1;
+        for pair in [
+            ["--tp_size", "8"],
+            ["--ep_size", "8"],
+            ["--max_batch_size", "128"],
+            ["--extra_llm_api_options", ENGINE_OPTIONS_FILE],
+        ] {
+            assert!(has(&args, pair), "{pair:?} in {args:?}");
+        }
+        let images = EngineImages::default();
+        let template = pod_template(
+            &md,
+            &RenderInputs {
+                selected: &trtllm,
+                replicas: Some(1),
+                accelerator_resource: Some("nvidia.com/gpu".into()),
+                product_label: "nvidia.com/gpu.product".into(),
+                model_id: None,
+                images: &images,
+            },
+        );
+        let annotations = template.metadata.unwrap().annotations.unwrap();
+        assert_eq!(
+            annotations
+                .get(ENGINE_OPTIONS_ANNOTATION)
+                .map(String::as_str),
+            Some("enable_attention_dp: true\n")
+        );
+        let spec = template.spec.unwrap();
+        let file = spec
+            .volumes
+            .unwrap()
+            .into_iter()
+            .find_map(|v| v.downward_api)
+            .and_then(|d| d.items)
+            .and_then(|items| items.into_iter().next())
+            .expect("a downward-API options file");
+        assert_eq!(
+            file.field_ref.unwrap().field_path,
+            format!("metadata.annotations['{ENGINE_OPTIONS_ANNOTATION}']")
+        );
+        let mount = spec.containers[0]
+            .volume_mounts
+            .iter()
+            .flatten()
+            .find(|m| m.name == "engine-options")
+            .expect("the options file is mounted");
+        assert_eq!(
+            format!("{}/{}", mount.mount_path, file.path),
+            ENGINE_OPTIONS_FILE
+        );
+        // Without attention data parallelism there is no file.
+        trtllm.attention_data_parallel = None;
+        let args = engine_args(EngineType::TensorRtLlm, "m", "m", &trtllm, &md).1;
+        assert!(
+            !args.contains(&"--extra_llm_api_options".into()),
+            "{args:?}"
         );
     }
 }
