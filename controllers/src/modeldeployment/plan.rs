@@ -918,16 +918,7 @@ mod tests {
     #[test]
     fn explicit_placement_is_checked_against_inventory_and_memory() {
         let mut spec = model_spec();
-        spec.placement = Some(Placement {
-            accelerator: "NVIDIA-H100-80GB-HBM3".into(),
-            tensor_parallel: 1,
-            pipeline_parallel: 1,
-            accelerators_per_replica: None,
-            precision: None,
-            max_batch_size: None,
-            expert_parallel: None,
-            attention_data_parallel: None,
-        });
+        spec.placement = Some(h100_placement());
         let Decision::Deploy(selected) =
             decide(&md(spec.clone()), &[crate::fixtures::local_cluster()], None)
         else {
@@ -972,14 +963,8 @@ mod tests {
                 ..Default::default()
             });
             spec.placement = Some(Placement {
-                accelerator: "NVIDIA-H100-80GB-HBM3".into(),
-                tensor_parallel: 1,
-                pipeline_parallel: 1,
-                accelerators_per_replica: None,
                 precision: Some(precision),
-                max_batch_size: None,
-                expert_parallel: None,
-                attention_data_parallel: None,
+                ..h100_placement()
             });
             decide(&md(spec), &[crate::fixtures::local_cluster()], None)
         };
@@ -1014,26 +999,44 @@ mod tests {
         }
     }
 
+    /// One H100 with everything else at its default.
+    fn h100_placement() -> Placement {
+        Placement {
+            accelerator: "NVIDIA-H100-80GB-HBM3".into(),
+            tensor_parallel: 1,
+            pipeline_parallel: 1,
+            accelerators_per_replica: None,
+            precision: None,
+            max_batch_size: None,
+            expert_parallel: None,
+            attention_data_parallel: None,
+        }
+    }
+
+    /// The decision for `model` placed explicitly on the local cluster under `concurrency` users.
+    fn decide_placed(model: &str, concurrency: i32, placement: Placement) -> Decision {
+        let mut spec = model_spec();
+        spec.model.as_mut().unwrap().uri = format!("hf://{model}");
+        spec.workload = Some(bud_crds::common::Workload {
+            concurrency,
+            ..Default::default()
+        });
+        spec.placement = Some(placement);
+        decide(&md(spec), &[crate::fixtures::local_cluster()], None)
+    }
+
     #[test]
     fn explicit_expert_parallelism_is_predicted_and_refused_for_dense_models() {
         let placed = |model: &str, expert_parallel: Option<i32>| {
-            let mut spec = model_spec();
-            spec.model.as_mut().unwrap().uri = format!("hf://{model}");
-            spec.workload = Some(bud_crds::common::Workload {
-                concurrency: 64,
-                ..Default::default()
-            });
-            spec.placement = Some(Placement {
-                accelerator: "NVIDIA-H100-80GB-HBM3".into(),
-                tensor_parallel: 4,
-                pipeline_parallel: 1,
-                accelerators_per_replica: None,
-                precision: None,
-                max_batch_size: None,
-                expert_parallel,
-                attention_data_parallel: None,
-            });
-            decide(&md(spec), &[crate::fixtures::local_cluster()], None)
+            decide_placed(
+                model,
+                64,
+                Placement {
+                    tensor_parallel: 4,
+                    expert_parallel,
+                    ..h100_placement()
+                },
+            )
         };
         let tpot = |d: Decision| match d {
             Decision::Deploy(selected) => (
@@ -1061,23 +1064,16 @@ mod tests {
     #[test]
     fn explicit_attention_data_parallelism_counts_every_rank_and_is_refused_for_dense_models() {
         let placed = |model: &str| {
-            let mut spec = model_spec();
-            spec.model.as_mut().unwrap().uri = format!("hf://{model}");
-            spec.workload = Some(bud_crds::common::Workload {
-                concurrency: 256,
-                ..Default::default()
-            });
-            spec.placement = Some(Placement {
-                accelerator: "NVIDIA-H100-80GB-HBM3".into(),
-                tensor_parallel: 1,
-                pipeline_parallel: 1,
-                accelerators_per_replica: None,
-                precision: None,
-                max_batch_size: Some(256),
-                expert_parallel: Some(4),
-                attention_data_parallel: Some(4),
-            });
-            decide(&md(spec), &[crate::fixtures::local_cluster()], None)
+            decide_placed(
+                model,
+                256,
+                Placement {
+                    max_batch_size: Some(256),
+                    expert_parallel: Some(4),
+                    attention_data_parallel: Some(4),
+                    ..h100_placement()
+                },
+            )
         };
         match placed("Qwen/Qwen3-30B-A3B") {
             Decision::Deploy(selected) => {
