@@ -12,8 +12,8 @@ use bud_e2e::harness::{
 use futures::FutureExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Node, Pod};
-use kube::Client;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::{Client, ResourceExt};
 use std::time::Duration;
 
 const ROLLOUT: Duration = Duration::from_secs(120);
@@ -346,6 +346,60 @@ async fn pods_of(client: &Client, namespace: &str, deployment: &str) -> anyhow::
         .list(&ListParams::default().labels(&format!("bud.studio/model-deployment={deployment}")))
         .await?
         .items)
+}
+
+/// Scenario: attention data parallelism placed explicitly
+/// (`examples/attention-data-parallel.yaml`): the status counts every rank, the engine pod's
+/// emulator runs the layout the status names, and the gateway serves it.
+async fn attention_data_parallel(
+    client: &Client,
+    ns: &TestNamespace,
+    gateway: &GatewayProcess,
+    engine_logs: &std::path::Path,
+) -> anyhow::Result<()> {
+    let name = "qwen3-30b-a3b-dep";
+    harness::kubectl_apply(
+        &ns.name,
+        &harness::repo_root().join("examples/attention-data-parallel.yaml"),
+    )?;
+    let api: Api<ModelDeployment> = Api::namespaced(client.clone(), &ns.name);
+    let md = wait_ready(&api, name).await?;
+    let selected = md.status.and_then(|s| s.selected).expect("selected");
+    assert_eq!(
+        (
+            selected.accelerators_per_replica,
+            selected.tensor_parallel,
+            selected.attention_data_parallel,
+            selected.expert_parallel,
+        ),
+        (4, 1, Some(4), Some(4)),
+        "{selected:?}"
+    );
+    let pod = pods_of(client, &ns.name, name)
+        .await?
+        .into_iter()
+        .next()
+        .expect("an engine pod");
+    let log = engine_logs.join(format!("{}-{}.log", ns.name, pod.name_any()));
+    // Four ranks of 64 (maxBatchSize 256 split per rank for vLLM), the experts over all four.
+    wait_until(
+        "the engine emulator's startup line",
+        Duration::from_secs(30),
+        || async {
+            Ok(std::fs::read_to_string(&log).ok().filter(|l| {
+                l.contains("on 4× h100_sxm (TP1 PP1 DP4 EP4, bf16), up to 256 running requests")
+            }))
+        },
+    )
+    .await?;
+    harness::kubectl_apply_text(&ns.name, &api_key_yaml("dep-key", name))?;
+    let key = harness::issued_api_key(client, &ns.name, "dep-key").await?;
+    let reply = harness::chat(gateway, &key, name).await?;
+    assert!(
+        !reply["reply"].as_str().unwrap_or_default().is_empty(),
+        "{reply}"
+    );
+    Ok(())
 }
 
 /// Scenario 4: `kubectl scale`, a new model revision, and deletion: children follow, and the
@@ -722,11 +776,8 @@ async fn model_deployments_from_apply_to_chat_completion() -> anyhow::Result<()>
         "--lease-duration-seconds",
         "3",
     ])?);
-    let runtime = EngineRuntime::start(
-        client.clone(),
-        vec![],
-        std::env::temp_dir().join(format!("{}-engines", control.name)),
-    )?;
+    let engine_logs = std::env::temp_dir().join(format!("{}-engines", control.name));
+    let runtime = EngineRuntime::start(client.clone(), vec![], engine_logs.clone())?;
     let clickhouse = std::env::var("BUD_TEST_CLICKHOUSE_URL").ok();
     let mut gateway_args = vec![];
     if let Some(url) = &clickhouse {
@@ -743,6 +794,7 @@ async fn model_deployments_from_apply_to_chat_completion() -> anyhow::Result<()>
     let mut failures = Vec::new();
     for scenario in [
         "quickstart",
+        "attention-dp",
         "infeasible",
         "capacity",
         "lifecycle",
@@ -754,6 +806,9 @@ async fn model_deployments_from_apply_to_chat_completion() -> anyhow::Result<()>
         let run = async {
             match scenario {
                 "quickstart" => quickstart(&client, &ns, &gateway, clickhouse.as_deref()).await,
+                "attention-dp" => {
+                    attention_data_parallel(&client, &ns, &gateway, &engine_logs).await
+                }
                 "infeasible" => infeasible(&client, &ns).await,
                 "capacity" => insufficient_capacity(&client, &ns).await,
                 "lifecycle" => scale_revise_delete(&client, &ns, &gateway).await,
