@@ -312,10 +312,11 @@ fn decide_explicit(md: &ModelDeployment, clusters: &[Arc<BudCluster>]) -> Decisi
         if let Some(Some((dense, experts))) = served {
             (config.precision, config.expert_precision) = (Some(dense), Some(experts));
         }
-        // The replica's limit, split over its ranks as the simulator (and vLLM) count it.
+        // The replica's limit, split over its ranks as the simulator (and vLLM) count it and
+        // as the renderer passes it on: rounded down, so the ranks never exceed it together.
         config.max_batch = placement
             .max_batch_size
-            .map(|b| (b as u32).div_ceil(config.attention_dp.max(1)));
+            .map(|b| (b as u32 / config.attention_dp.max(1)).max(1));
         let mut workload = planning::workload(&md.spec.workload.clone().unwrap_or_default());
         workload.concurrency = workload
             .concurrency
