@@ -226,7 +226,9 @@ impl EngineRuntime {
             futures::pin_mut!(stream);
             loop {
                 match stream.try_next().await {
-                    Ok(Some(pod)) => reconcile_pod(&pod, &bin, &extra_args, &log_dir, &shared),
+                    Ok(Some(pod)) => {
+                        reconcile_pod(&pod, &bin, &extra_args, &log_dir, &shared).await
+                    }
                     Ok(None) => break,
                     Err(err) => eprintln!("engine runtime: watch error: {err}"),
                 }
@@ -285,7 +287,7 @@ fn is_running(pod: &Pod) -> bool {
         && pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
 }
 
-fn reconcile_pod(
+async fn reconcile_pod(
     pod: &Pod,
     bin: &Path,
     extra_args: &[String],
@@ -295,28 +297,29 @@ fn reconcile_pod(
     let key = pod
         .uid()
         .unwrap_or_else(|| format!("{}/{}", pod.namespace().unwrap_or_default(), pod.name_any()));
-    let mut engines = shared.lock().unwrap_or_else(|e| e.into_inner());
+    let lock = || shared.lock().unwrap_or_else(|e| e.into_inner());
     let ip = pod.status.as_ref().and_then(|s| s.pod_ip.clone());
     if !is_running(pod) || ip.is_none() {
-        if let Some(engine) = engines.running.remove(&key) {
+        let running = lock().running.remove(&key);
+        if let Some(engine) = running {
             let address = engine.address.clone();
-            engines.draining.insert(address.clone(), engine.child);
+            let pid = engine.child.id();
+            lock().draining.insert(address.clone(), engine.child);
             let shared = shared.clone();
             tokio::spawn(async move {
                 tokio::time::sleep(DRAIN).await;
-                let child = shared
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .draining
-                    .remove(&address);
-                if let Some(mut child) = child {
+                let mut engines = shared.lock().unwrap_or_else(|e| e.into_inner());
+                // Unless a new pod's engine took the address meanwhile (and stopped this one).
+                if engines.draining.get(&address).map(Child::id) == Some(pid)
+                    && let Some(mut child) = engines.draining.remove(&address)
+                {
                     let _ = child.start_kill();
                 }
             });
         }
         return;
     }
-    if engines.running.contains_key(&key) {
+    if lock().running.contains_key(&key) {
         return;
     }
     let ip = ip.unwrap_or_default();
@@ -345,6 +348,13 @@ fn reconcile_pod(
         port,
     ));
     args.extend(extra_args.iter().cloned());
+    // A pod given a terminated pod's address: that pod's draining engine must be gone before
+    // this one binds the address.
+    let address = format!("{ip}:{port}");
+    let previous = lock().draining.remove(&address);
+    if let Some(mut child) = previous {
+        let _ = child.kill().await;
+    }
     let log_path = log_dir.join(format!(
         "{}-{}.log",
         pod.namespace().unwrap_or_default(),
@@ -373,11 +383,11 @@ fn reconcile_pod(
         .spawn()
     {
         Ok(child) => {
-            engines.running.insert(
+            lock().running.insert(
                 key,
                 Engine {
                     child,
-                    address: format!("{ip}:{port}"),
+                    address,
                     pod: format!("{}/{}", pod.namespace().unwrap_or_default(), pod.name_any()),
                 },
             );
