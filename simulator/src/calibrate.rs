@@ -781,6 +781,20 @@ fn stats(pairs: &[Pair]) -> ErrorStats {
     }
 }
 
+/// How a row's replica shares the model's layers, for the accuracy report: the layouts the
+/// search chooses between.
+fn layout_kind(s: &Sample) -> &'static str {
+    if !s.model.is_moe() {
+        "dense, tensor parallel"
+    } else if s.cfg.attention_dp > 1 {
+        "MoE, attention data parallel"
+    } else if s.cfg.moe_ep.unwrap_or(1) > 1 {
+        "MoE, experts spread (EP)"
+    } else {
+        "MoE, experts sliced (TP)"
+    }
+}
+
 /// Evaluate `params` on the held-back rows.
 pub fn evaluate(samples: &[Sample], params: &FittedParams) -> AccuracyReport {
     let mut report = AccuracyReport::default();
@@ -833,6 +847,7 @@ pub fn evaluate(samples: &[Sample], params: &FittedParams) -> AccuracyReport {
             ("gpu", s.cfg.accelerator.clone()),
             ("model", s.cfg.model.clone()),
             ("tp", format!("{:>2}", s.cfg.tp)),
+            ("layout", layout_kind(s).to_string()),
             ("device", acc_kind.to_string()),
             ("basis", basis.to_string()),
             (
