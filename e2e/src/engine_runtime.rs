@@ -412,6 +412,15 @@ pub async fn run_until_interrupted(
 mod tests {
     use super::*;
 
+    #[test]
+    fn the_annotations_read_are_the_ones_the_operator_writes() {
+        // The operator's renderer is only a dev-dependency here, so its names are repeated.
+        use bud_controllers::modeldeployment::render;
+        assert_eq!(MODEL_ID_ANNOTATION, render::MODEL_ID_ANNOTATION);
+        assert_eq!(ACCELERATOR_ANNOTATION, render::ACCELERATOR_ANNOTATION);
+        assert_eq!(ENGINE_OPTIONS_ANNOTATION, render::ENGINE_OPTIONS_ANNOTATION);
+    }
+
     fn strings(v: &[&str]) -> Vec<String> {
         v.iter().map(|s| s.to_string()).collect()
     }
