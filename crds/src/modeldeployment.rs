@@ -83,6 +83,7 @@ use serde::{Deserialize, Serialize};
 #[x_kube(validation = Rule::new("!has(self.provider) || (!has(self.placement) && !has(self.autoscaling) && !has(self.engine) && !has(self.slo))").message("spec.provider deploys nothing: spec.placement, spec.engine, spec.slo and spec.autoscaling apply only to spec.model").field_path(".provider"))]
 #[x_kube(validation = Rule::new("!has(self.provider) || !has(self.cluster)").message("spec.cluster applies only to spec.model").field_path(".cluster"))]
 #[x_kube(validation = Rule::new("!has(self.placement) || !has(self.placement.expertParallel) || self.placement.expertParallel == 1 || !has(self.engine) || !(has(self.engine.type) && self.engine.type in ['TGI', 'LlamaCpp'])").message("placement.expertParallel needs an engine that spreads experts (VLLM, SGLang, TensorRTLLM or Auto); TGI and LlamaCpp slice them").field_path(".placement.expertParallel"))]
+#[x_kube(validation = Rule::new("!has(self.placement) || !has(self.placement.expertParallel) || self.placement.expertParallel == 1 || self.placement.expertParallel == self.placement.tensorParallel * (has(self.placement.attentionDataParallel) ? self.placement.attentionDataParallel : 1) || (has(self.engine) && has(self.engine.type) && self.engine.type in ['SGLang', 'TensorRTLLM'])").message("placement.expertParallel below tensorParallel x attentionDataParallel needs engine SGLang or TensorRTLLM (--ep-size, --ep_size); vLLM spreads the experts over every rank or none, so set 1 or tensorParallel x attentionDataParallel").field_path(".placement.expertParallel"))]
 #[x_kube(validation = Rule::new("!has(self.placement) || !has(self.placement.attentionDataParallel) || self.placement.attentionDataParallel == 1 || !has(self.engine) || !(has(self.engine.type) && self.engine.type in ['TGI', 'LlamaCpp'])").message("placement.attentionDataParallel needs engine VLLM, SGLang, TensorRTLLM or Auto; TGI and LlamaCpp have no attention data parallelism").field_path(".placement.attentionDataParallel"))]
 #[x_kube(validation = Rule::new("!has(self.placement) || !has(self.placement.attentionDataParallel) || self.placement.attentionDataParallel == 1 || self.placement.tensorParallel == 1 || !has(self.engine) || !(has(self.engine.type) && self.engine.type == 'TensorRTLLM')").message("placement.tensorParallel must be 1 with attentionDataParallel on TensorRTLLM: its attention data-parallel ranks each run attention on one accelerator").field_path(".placement.tensorParallel"))]
 pub struct ModelDeploymentSpec {
@@ -243,7 +244,7 @@ pub struct EngineSpec {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("!has(self.acceleratorsPerReplica) || self.acceleratorsPerReplica == self.tensorParallel * self.pipelineParallel * (has(self.attentionDataParallel) ? self.attentionDataParallel : 1)").message("acceleratorsPerReplica must equal tensorParallel x pipelineParallel x attentionDataParallel").field_path(".acceleratorsPerReplica"))]
-#[x_kube(validation = Rule::new("!has(self.expertParallel) || self.expertParallel == 1 || self.expertParallel == self.tensorParallel * (has(self.attentionDataParallel) ? self.attentionDataParallel : 1)").message("expertParallel must be 1 or equal tensorParallel x attentionDataParallel: the engines spread the experts over every tensor- and data-parallel rank").field_path(".expertParallel"))]
+#[x_kube(validation = Rule::new("!has(self.expertParallel) || (self.tensorParallel * (has(self.attentionDataParallel) ? self.attentionDataParallel : 1)) % self.expertParallel == 0").message("expertParallel must divide tensorParallel x attentionDataParallel: the experts are spread whole over that many of the ranks and each sliced over the rest").field_path(".expertParallel"))]
 #[x_kube(validation = Rule::new("!has(self.attentionDataParallel) || self.attentionDataParallel == 1 || self.pipelineParallel == 1").message("attentionDataParallel needs pipelineParallel 1: the operator renders data-parallel attention within one pipeline stage").field_path(".attentionDataParallel"))]
 pub struct Placement {
     /// Accelerator product as in the BudCluster inventory, e.g. `NVIDIA-H100-80GB-HBM3`, or
@@ -271,9 +272,11 @@ pub struct Placement {
     #[schemars(range(min = 1, max = 4096))]
     pub max_batch_size: Option<i32>,
     /// Expert parallelism of a mixture-of-experts model: its routed experts spread whole over
-    /// this many accelerators (vLLM `--enable-expert-parallel`, SGLang `--ep-size`,
-    /// TensorRT-LLM `--ep_size`) instead of every expert sliced by tensor parallelism. 1 or
-    /// tensorParallel x attentionDataParallel; absent or 1 slices the experts.
+    /// this many of the tensorParallel x attentionDataParallel accelerators, each expert
+    /// sliced over the rest, instead of every expert sliced over all of them. It must divide
+    /// tensorParallel x attentionDataParallel. Equal to it on any engine but TGI and LlamaCpp
+    /// (vLLM `--enable-expert-parallel`); below it only on SGLang (`--ep-size`) and
+    /// TensorRTLLM (`--ep_size`). Absent or 1 slices the experts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 512))]
     pub expert_parallel: Option<i32>,
@@ -411,9 +414,9 @@ pub struct SelectedConfiguration {
     pub tensor_parallel: i32,
     /// Pipeline-parallel degree.
     pub pipeline_parallel: i32,
-    /// Expert-parallel degree of a mixture-of-experts model (experts spread whole over the
-    /// tensor- and attention data-parallel ranks); absent when the experts are sliced by
-    /// tensor parallelism.
+    /// Expert-parallel degree of a mixture-of-experts model: its experts spread whole over
+    /// this many of the tensor- and attention data-parallel ranks, each sliced over the rest;
+    /// absent when every expert is sliced by tensor parallelism.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expert_parallel: Option<i32>,
     /// Attention data-parallel ranks of a mixture-of-experts model, each with

@@ -212,9 +212,9 @@ pub struct Recommendation {
     pub tensor_parallel: i32,
     /// Pipeline-parallel degree.
     pub pipeline_parallel: i32,
-    /// Expert-parallel degree of a mixture-of-experts model (experts spread whole over the
-    /// tensor- and attention data-parallel ranks); absent when the experts are sliced by
-    /// tensor parallelism.
+    /// Expert-parallel degree of a mixture-of-experts model: its experts spread whole over
+    /// this many of the tensor- and attention data-parallel ranks, each sliced over the rest;
+    /// absent when every expert is sliced by tensor parallelism.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expert_parallel: Option<i32>,
     /// Attention data-parallel ranks of a mixture-of-experts model, each running attention

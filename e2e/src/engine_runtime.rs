@@ -100,20 +100,14 @@ pub fn emulator_args(
                 i += 1;
                 continue;
             }
-            // vLLM spreads the experts over the TP group with a switch, SGLang and
-            // TensorRT-LLM with an expert-parallel size (the operator renders it equal to TP).
+            // vLLM spreads the experts over every rank with a switch, SGLang and
+            // TensorRT-LLM over an expert-parallel size of their ranks (all or part).
             "--enable-expert-parallel" => {
                 out.push("--enable-expert-parallel".into());
                 i += 1;
                 continue;
             }
-            "--ep-size" | "--ep_size" => {
-                if value.as_deref().and_then(|v| v.parse::<u32>().ok()) > Some(1) {
-                    out.push("--enable-expert-parallel".into());
-                }
-                i += 2;
-                continue;
-            }
+            "--ep-size" | "--ep_size" => Some("--expert-parallel-size"),
             // Where the engine listens is the pod's business; the emulator gets the pod's address.
             "--host" | "--hostname" | "--port" => None,
             _ => {
@@ -492,7 +486,7 @@ mod tests {
             "--max-running-requests",
             "32",
             "--ep-size",
-            "4",
+            "2",
         ]);
         let command = strings(&["python3", "-m", "sglang.launch_server"]);
         let out = emulator_args(
@@ -503,7 +497,8 @@ mod tests {
             8000,
         );
         assert!(out.windows(2).any(|w| w == ["--engine", "sglang"]));
-        assert!(out.contains(&"--enable-expert-parallel".to_owned()));
+        // The experts spread over two of the four ranks and sliced over the other two.
+        assert!(out.windows(2).any(|w| w == ["--expert-parallel-size", "2"]));
         assert!(out.windows(2).any(|w| w == ["--tensor-parallel-size", "4"]));
         assert!(out.windows(2).any(|w| w == ["--max-num-seqs", "32"]));
         assert!(out.windows(2).any(|w| w == ["--model", "Qwen/Qwen3-8B"]));
@@ -537,7 +532,7 @@ mod tests {
         ] {
             assert!(out.windows(2).any(|w| w == pair), "{pair:?} in {out:?}");
         }
-        assert!(out.contains(&"--enable-expert-parallel".to_owned()));
+        assert!(out.windows(2).any(|w| w == ["--expert-parallel-size", "8"]));
     }
 
     #[test]
@@ -596,7 +591,7 @@ mod tests {
         );
         assert!(out.windows(2).any(|w| w == ["--engine", "trtllm"]));
         assert!(
-            !out.contains(&"--enable-expert-parallel".to_owned()),
+            out.windows(2).any(|w| w == ["--expert-parallel-size", "1"]),
             "EP 1 slices the experts: {out:?}"
         );
         assert!(out.windows(2).any(|w| w == ["--model", "Qwen/Qwen3-8B"]));

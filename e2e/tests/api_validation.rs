@@ -174,9 +174,20 @@ fn invalid_cases() -> Vec<Invalid> {
             expect: &["spec.placement.acceleratorsPerReplica", "must equal"],
         },
         Invalid {
-            what: "expert parallelism other than the tensor-parallel group",
-            yaml: "spec: {model: {uri: hf://Qwen/Qwen3-30B-A3B}, placement: {accelerator: NVIDIA-H100-80GB-HBM3, tensorParallel: 4, expertParallel: 2}}",
-            expect: &["spec.placement.expertParallel", "1 or equal tensorParallel"],
+            what: "expert parallelism over part of the tensor-parallel group on vLLM",
+            yaml: "spec: {model: {uri: hf://Qwen/Qwen3-30B-A3B}, engine: {type: VLLM}, placement: {accelerator: NVIDIA-H100-80GB-HBM3, tensorParallel: 4, expertParallel: 2}}",
+            expect: &[
+                "spec.placement.expertParallel",
+                "needs engine SGLang or TensorRTLLM",
+            ],
+        },
+        Invalid {
+            what: "expert parallelism that does not divide the ranks",
+            yaml: "spec: {model: {uri: hf://Qwen/Qwen3-30B-A3B}, engine: {type: SGLang}, placement: {accelerator: NVIDIA-H100-80GB-HBM3, tensorParallel: 4, expertParallel: 3}}",
+            expect: &[
+                "spec.placement.expertParallel",
+                "must divide tensorParallel",
+            ],
         },
         Invalid {
             what: "expert parallelism on an engine that slices experts",
@@ -187,11 +198,11 @@ fn invalid_cases() -> Vec<Invalid> {
             ],
         },
         Invalid {
-            what: "expert parallelism other than every tensor- and data-parallel rank",
+            what: "expert parallelism over part of the data-parallel ranks without choosing an engine",
             yaml: "spec: {model: {uri: hf://Qwen/Qwen3-30B-A3B}, placement: {accelerator: NVIDIA-H100-80GB-HBM3, tensorParallel: 1, attentionDataParallel: 4, expertParallel: 2}}",
             expect: &[
                 "spec.placement.expertParallel",
-                "tensorParallel x attentionDataParallel",
+                "below tensorParallel x attentionDataParallel",
             ],
         },
         Invalid {
@@ -399,6 +410,39 @@ async fn invalid_resources_are_rejected_naming_the_field() -> anyhow::Result<()>
         failures.join("\n")
     );
     Ok(())
+}
+
+#[tokio::test]
+async fn parallel_layouts_each_engine_runs_are_accepted() -> anyhow::Result<()> {
+    let client = harness::client().await?;
+    harness::install_crds(&client).await?;
+    let ns = TestNamespace::create(&client, "layouts").await?;
+    let placement = |engine: &str, layout: &str| {
+        format!(
+            "apiVersion: bud.studio/v1alpha1\nkind: ModelDeployment\nmetadata: {{name: layout}}\nspec: {{model: {{uri: hf://Qwen/Qwen3-30B-A3B}}, engine: {{type: {engine}}}, placement: {{accelerator: NVIDIA-H100-80GB-HBM3, {layout}}}}}"
+        )
+    };
+    for (engine, layout) in [
+        // Experts over four of eight, sliced over pairs (--ep-size / --ep_size 4).
+        ("SGLang", "tensorParallel: 8, expertParallel: 4"),
+        ("TensorRTLLM", "tensorParallel: 8, expertParallel: 4"),
+        ("TensorRTLLM", "attentionDataParallel: 8, expertParallel: 2"),
+        // Attention ranks two accelerators wide, experts over all four.
+        (
+            "VLLM",
+            "tensorParallel: 2, attentionDataParallel: 2, expertParallel: 4",
+        ),
+        (
+            "SGLang",
+            "tensorParallel: 2, attentionDataParallel: 2, expertParallel: 4",
+        ),
+    ] {
+        let obj = documents(&placement(engine, layout))?.remove(0);
+        create_dry_run(&client, &obj, &ns.name)
+            .await
+            .map_err(|e| anyhow::anyhow!("{engine} with {layout} rejected: {e:#}"))?;
+    }
+    ns.delete().await
 }
 
 #[tokio::test]

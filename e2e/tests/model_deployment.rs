@@ -350,7 +350,8 @@ async fn pods_of(client: &Client, namespace: &str, deployment: &str) -> anyhow::
 
 /// Scenario: attention data parallelism placed explicitly
 /// (`examples/attention-data-parallel.yaml`): the status counts every rank, the engine pod's
-/// emulator runs the layout the status names, and the gateway serves it.
+/// emulator runs the layout the status names, and the gateway serves it. Then SGLang with the
+/// experts spread over two of four accelerators and sliced over pairs (`--ep-size 2`).
 async fn attention_data_parallel(
     client: &Client,
     ns: &TestNamespace,
@@ -399,6 +400,39 @@ async fn attention_data_parallel(
         !reply["reply"].as_str().unwrap_or_default().is_empty(),
         "{reply}"
     );
+
+    let mixed = "qwen3-30b-a3b-ep2";
+    harness::kubectl_apply_text(
+        &ns.name,
+        &format!(
+            "apiVersion: bud.studio/v1alpha1\nkind: ModelDeployment\nmetadata: {{name: {mixed}}}\nspec: {{model: {{uri: hf://Qwen/Qwen3-30B-A3B}}, engine: {{type: SGLang}}, placement: {{accelerator: NVIDIA-H100-80GB-HBM3, tensorParallel: 4, expertParallel: 2}}}}\n"
+        ),
+    )?;
+    let selected = wait_ready(&api, mixed)
+        .await?
+        .status
+        .and_then(|s| s.selected)
+        .expect("selected");
+    assert_eq!(
+        (selected.tensor_parallel, selected.expert_parallel),
+        (4, Some(2))
+    );
+    let pod = pods_of(client, &ns.name, mixed)
+        .await?
+        .into_iter()
+        .next()
+        .expect("an engine pod");
+    let log = engine_logs.join(format!("{}-{}.log", ns.name, pod.name_any()));
+    wait_until(
+        "the SGLang emulator's startup line",
+        Duration::from_secs(30),
+        || async {
+            Ok(std::fs::read_to_string(&log)
+                .ok()
+                .filter(|l| l.contains("on 4× h100_sxm (TP4 PP1 EP2, ")))
+        },
+    )
+    .await?;
     Ok(())
 }
 

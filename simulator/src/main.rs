@@ -306,6 +306,12 @@ struct ServeArgs {
     /// ignores it, as vLLM does.
     #[arg(long = "enable-expert-parallel")]
     enable_expert_parallel: bool,
+    /// Spread a mixture-of-experts model's experts over this many of the tensor- and
+    /// data-parallel ranks and slice each over the rest (SGLang's --ep-size, TensorRT-LLM's
+    /// --ep_size; it must divide tensor- × data-parallel size). Without it,
+    /// --enable-expert-parallel spreads them over every rank.
+    #[arg(long = "expert-parallel-size")]
+    expert_parallel_size: Option<u32>,
     /// Largest number of requests decoded together per data-parallel rank; the rest wait
     /// (vLLM's --max-num-seqs).
     #[arg(long = "max-num-seqs", default_value_t = 256)]
@@ -1102,8 +1108,19 @@ fn serve(a: ServeArgs) -> Result<(), String> {
     serving.tp = a.tensor_parallel_size;
     serving.pp = a.pipeline_parallel_size;
     serving.attention_dp = a.data_parallel_size;
-    if a.enable_expert_parallel && model.is_moe() {
-        serving.spread_experts(a.tensor_parallel_size * a.data_parallel_size);
+    let ranks = a.tensor_parallel_size * a.data_parallel_size;
+    let expert_parallel = match a.expert_parallel_size {
+        Some(ep) if ep == 0 || !ranks.is_multiple_of(ep) => {
+            return Err(format!(
+                "--expert-parallel-size {ep} must divide the {ranks} tensor- × data-parallel ranks"
+            ));
+        }
+        Some(ep) => ep,
+        None if a.enable_expert_parallel => ranks,
+        None => 1,
+    };
+    if expert_parallel > 1 && model.is_moe() {
+        serving.set_expert_parallel(expert_parallel);
     }
     serving.max_batch = Some(a.max_num_seqs.max(1));
     serving.precision = precision;

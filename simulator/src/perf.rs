@@ -92,12 +92,16 @@ impl ServingConfig {
         }
     }
 
-    /// Spread a mixture-of-experts model's routed experts whole over `devices` (expert
-    /// parallelism, MoE TP 1) instead of slicing every expert by tensor parallelism: the
-    /// layout vLLM's `--enable-expert-parallel` and SGLang's and TensorRT-LLM's EP size give.
-    pub fn spread_experts(&mut self, devices: u32) {
-        self.moe_tp = Some(1);
-        self.moe_ep = Some(devices);
+    /// Spread a mixture-of-experts model's routed experts whole over `expert_parallel` of a
+    /// stage's devices and slice each expert over the rest (MoE TP = the stage's tp ×
+    /// attention DP devices ÷ `expert_parallel`). Set `tp` and `attention_dp` first. Expert
+    /// parallelism over the whole stage is vLLM's `--enable-expert-parallel`; SGLang's
+    /// `--ep-size` and TensorRT-LLM's `--ep_size` may also cover part of it.
+    pub fn set_expert_parallel(&mut self, expert_parallel: u32) {
+        let stage = self.tp.max(1) * self.attention_dp.max(1);
+        let expert_parallel = expert_parallel.max(1);
+        self.moe_ep = Some(expert_parallel);
+        self.moe_tp = Some((stage / expert_parallel).max(1));
     }
 
     /// Devices one replica uses.

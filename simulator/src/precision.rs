@@ -138,6 +138,27 @@ impl Engine {
     pub fn has_attention_data_parallel(self) -> bool {
         self != Engine::LlamaCpp
     }
+
+    /// Whether attention data-parallel ranks can each be more than one device wide (attention
+    /// tensor parallelism inside each rank): vLLM (`--tensor-parallel-size` with
+    /// `--data-parallel-size`) and SGLang (`--tp-size` over `--dp-size`). TensorRT-LLM's
+    /// `enable_attention_dp` runs attention on every rank alone.
+    pub fn has_wide_attention_data_parallel_ranks(self) -> bool {
+        matches!(self, Engine::Vllm | Engine::Sglang)
+    }
+
+    /// Whether the engine spreads a MoE model's routed experts whole over devices (expert
+    /// parallelism) rather than only slicing each: all but llama.cpp.
+    pub fn has_expert_parallel(self) -> bool {
+        self != Engine::LlamaCpp
+    }
+
+    /// Whether expert parallelism may cover part of a stage, the rest slicing each expert
+    /// (SGLang `--ep-size`, TensorRT-LLM `--ep_size` below the TP size): vLLM's
+    /// `--enable-expert-parallel` spreads them over every rank or none.
+    pub fn mixes_expert_and_tensor_parallel(self) -> bool {
+        matches!(self, Engine::Sglang | Engine::Trtllm)
+    }
 }
 
 impl fmt::Display for Engine {

@@ -215,26 +215,54 @@ struct Shape {
     /// Precision of the routed experts: `precision`, or the checkpoint's own where the engine
     /// serves it as it is ([`ModelSpec::served_precisions`]).
     expert_precision: Precision,
-    /// Devices of one pipeline stage: the tensor-parallel group, or under
-    /// [`Layout::DataParallelAttention`] the attention data-parallel ranks.
-    tp: u32,
+    /// Devices of one pipeline stage: attention's tensor-parallel group times its
+    /// data-parallel ranks.
+    stage: u32,
     pp: u32,
+    /// Attention data-parallel ranks of a stage, each running attention for its own requests
+    /// on `stage / attention_dp` devices (1: attention sliced over the whole stage).
+    attention_dp: u32,
+    /// Devices of a stage the routed experts are spread over whole; the rest of the stage
+    /// slices each expert (1: every expert sliced over the stage, dense models).
+    expert_parallel: u32,
     max_batch: Option<u32>,
-    layout: Layout,
 }
 
-/// How a stage's devices share a model's layers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Layout {
-    /// Every layer sliced over the devices (for MoE models, every expert too).
-    TensorParallel,
-    /// Attention sliced, the routed experts spread whole over the devices (MoE only).
-    ExpertParallel,
-    /// Each device runs attention for its own requests (attention data parallelism, TP 1 per
-    /// rank) and holds a share of the routed experts: the "DEP" layout of DeepSeek-class
-    /// deployments, whose KV cache is not replicated across the group. MoE only, on engines
-    /// that have it ([`Engine::has_attention_data_parallel`]).
-    DataParallelAttention,
+/// The ways a stage of `stage` devices (a power of two) can lay out a mixture-of-experts
+/// model on `engine`: (attention data-parallel ranks, expert-parallel size) pairs, each a
+/// power-of-two divisor of the stage.
+///
+/// - Experts sliced over the stage (EP 1), spread whole over it (EP = stage), or, on SGLang
+///   and TensorRT-LLM, spread over part of it and sliced over the rest.
+/// - Attention data-parallel ranks (one copy of each request's KV cache instead of one per
+///   tensor-parallel device: the "DEP" layout of DeepSeek-class deployments) on one pipeline
+///   stage, with the experts spread over every rank; ranks wider than one device on vLLM and
+///   SGLang. Ranks sharing sliced experts would exchange every token in every MoE layer, a
+///   cost the performance model does not carry (and the calibration data barely measures),
+///   so the search leaves them out; an explicit placement may still ask for them.
+fn moe_layouts(engine: Engine, stage: u32, pp: u32) -> Vec<(u32, u32)> {
+    let divisors = (0..=stage.ilog2()).map(|k| 1 << k);
+    let mut out = Vec::new();
+    if engine.has_expert_parallel() {
+        out.extend(
+            divisors
+                .clone()
+                .filter(|&ep| ep == 1 || ep == stage || engine.mixes_expert_and_tensor_parallel())
+                .map(|ep| (1, ep)),
+        );
+        if pp == 1 && engine.has_attention_data_parallel() {
+            out.extend(
+                divisors
+                    .filter(|&dp| {
+                        dp > 1 && (dp == stage || engine.has_wide_attention_data_parallel_ranks())
+                    })
+                    .map(|dp| (dp, stage)),
+            );
+        }
+    } else {
+        out.push((1, 1));
+    }
+    out
 }
 
 struct Ctx<'a> {
@@ -260,10 +288,7 @@ impl Ctx<'_> {
     fn evaluate(&self, s: &Shape, replicas: u32) -> Outcome {
         let (acc, price, _) = self.accs[s.pool];
         let pool = &self.req.pools[s.pool];
-        let (tp, attention_dp) = match s.layout {
-            Layout::DataParallelAttention => (1, s.tp),
-            _ => (s.tp, 1),
-        };
+        let (tp, attention_dp) = (s.stage / s.attention_dp, s.attention_dp);
         let mut cfg = ServingConfig {
             model: self.model.id.clone(),
             accelerator: acc.id.clone(),
@@ -280,12 +305,9 @@ impl Ctx<'_> {
             max_batch: s.max_batch,
             gpu_memory_utilization: None,
         };
-        let expert_parallel = if s.layout == Layout::TensorParallel {
-            1
-        } else {
-            cfg.spread_experts(s.tp);
-            s.tp
-        };
+        if s.expert_parallel > 1 {
+            cfg.set_expert_parallel(s.expert_parallel);
+        }
         let devices = cfg.devices();
         let candidate = || {
             describe_candidate(
@@ -333,7 +355,7 @@ impl Ctx<'_> {
                 .max_batch
                 .map(|b| b * attention_dp)
                 .unwrap_or(pred.max_concurrency.max(1)),
-            expert_parallel,
+            expert_parallel: s.expert_parallel,
             attention_data_parallel: attention_dp,
             total_tokens_per_s: total_tps,
             cost_per_hour: cost,
@@ -422,7 +444,7 @@ impl Ctx<'_> {
 
     fn max_replicas(&self, s: &Shape) -> u32 {
         let (_, _, count) = self.accs[s.pool];
-        count / (s.tp * s.pp).max(1)
+        count / (s.stage * s.pp).max(1)
     }
 }
 
@@ -518,28 +540,22 @@ fn shapes(ctx: &Ctx) -> Vec<Shape> {
                 } else {
                     precision
                 };
-                let mut tp = 1;
-                while tp <= per_node.min(*count) {
+                let mut stage = 1;
+                while stage <= per_node.min(*count) {
                     for pp in [1u32, 2, 4] {
-                        if pp > 1 && tp != per_node {
+                        if pp > 1 && stage != per_node {
                             continue;
                         }
-                        if tp * pp > *count || pp > ctx.model.num_layers {
+                        if stage * pp > *count || pp > ctx.model.num_layers {
                             continue;
                         }
-                        let layouts: &[Layout] = if !ctx.model.is_moe() || tp == 1 {
-                            &[Layout::TensorParallel]
-                        } else if pp == 1 && engine.has_attention_data_parallel() {
-                            &[
-                                Layout::TensorParallel,
-                                Layout::ExpertParallel,
-                                Layout::DataParallelAttention,
-                            ]
+                        let layouts = if ctx.model.is_moe() {
+                            moe_layouts(engine, stage, pp)
                         } else {
-                            &[Layout::TensorParallel, Layout::ExpertParallel]
+                            vec![(1, 1)]
                         };
-                        for (&layout, max_batch) in layouts
-                            .iter()
+                        for ((attention_dp, expert_parallel), max_batch) in layouts
+                            .into_iter()
                             .flat_map(|l| [None, Some(64), Some(256)].map(|mb| (l, mb)))
                         {
                             out.push(Shape {
@@ -547,14 +563,15 @@ fn shapes(ctx: &Ctx) -> Vec<Shape> {
                                 engine,
                                 precision,
                                 expert_precision,
-                                tp,
+                                stage,
                                 pp,
+                                attention_dp,
+                                expert_parallel,
                                 max_batch,
-                                layout,
                             });
                         }
                     }
-                    tp *= 2;
+                    stage *= 2;
                 }
             }
         }

@@ -169,6 +169,21 @@ fn bad_input_names_what_was_wrong() {
     ]);
     assert!(!o.status.success());
     assert!(text(&o.stderr).contains("accepted"));
+    let o = bud_sim(&[
+        "serve",
+        "--model",
+        "Qwen/Qwen3-30B-A3B",
+        "-t",
+        "4",
+        "--expert-parallel-size",
+        "3",
+    ]);
+    assert!(!o.status.success());
+    assert!(
+        text(&o.stderr).contains("--expert-parallel-size 3 must divide the 4"),
+        "{}",
+        text(&o.stderr)
+    );
 }
 
 #[test]

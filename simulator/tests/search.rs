@@ -271,9 +271,16 @@ fn attention_data_parallelism_is_searched_for_moe_models() {
         .collect();
     assert!(!dep.is_empty(), "{:?}", result.recommendations);
     for r in &dep {
+        let ranks = r.tp * r.attention_data_parallel;
+        // The experts are spread over every rank; the search never has ranks share sliced
+        // experts, and only vLLM and SGLang run attention more than one device wide per rank.
         assert_eq!(
-            (r.tp, r.expert_parallel, r.gpus_per_replica),
-            (1, r.attention_data_parallel, r.attention_data_parallel),
+            (r.expert_parallel, r.gpus_per_replica, r.pp),
+            (ranks, ranks, 1),
+            "{r:?}"
+        );
+        assert!(
+            r.tp == 1 || matches!(r.engine, Engine::Vllm | Engine::Sglang),
             "{r:?}"
         );
         assert!(
@@ -282,6 +289,23 @@ fn attention_data_parallelism_is_searched_for_moe_models() {
         );
         // The batch limit is the replica's: one limit per rank, summed.
         assert_eq!(r.max_batch % r.attention_data_parallel, 0, "{r:?}");
+    }
+    assert!(
+        dep.iter().any(|r| r.tp > 1),
+        "no layout with attention ranks two or more devices wide: {dep:?}"
+    );
+    // Experts spread over part of a tensor-parallel group and sliced over the rest, on the
+    // engines that have it (SGLang's --ep-size, TensorRT-LLM's --ep_size below the TP size).
+    let mixed: Vec<_> = result
+        .recommendations
+        .iter()
+        .filter(|r| r.expert_parallel > 1 && r.expert_parallel < r.tp * r.attention_data_parallel)
+        .collect();
+    assert!(!mixed.is_empty(), "{:?}", result.recommendations);
+    for r in mixed {
+        assert!(matches!(r.engine, Engine::Sglang | Engine::Trtllm), "{r:?}");
+        assert_eq!(r.attention_data_parallel, 1, "{r:?}");
+        assert_eq!(r.tp % r.expert_parallel, 0, "{r:?}");
     }
     // At this load the best DEP layout out-earns the best tensor-parallel one.
     let best_dense_attention = result

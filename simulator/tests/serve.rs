@@ -185,6 +185,20 @@ fn expert_parallelism_spreads_a_moe_models_experts_and_leaves_dense_models_alone
         "--enable-expert-parallel",
     ]);
     assert!(dense.contains("(TP2 PP1, bf16)"), "{dense}");
+    // SGLang's --ep-size and TensorRT-LLM's --ep_size may spread the experts over part of the
+    // group and slice them over the rest: EP 2 of TP 4 (MoE TP 2).
+    let mixed = startup_line(&[
+        "--model",
+        "Qwen/Qwen3-30B-A3B",
+        "-t",
+        "4",
+        "--expert-parallel-size",
+        "2",
+    ]);
+    assert!(
+        mixed.contains("on 4× h100_sxm (TP4 PP1 EP2, bf16)"),
+        "{mixed}"
+    );
 }
 
 #[test]

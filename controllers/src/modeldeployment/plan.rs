@@ -307,7 +307,7 @@ fn decide_explicit(md: &ModelDeployment, clusters: &[Arc<BudCluster>]) -> Decisi
             config.attention_dp = dp as u32;
         }
         if let Some(ep) = selected.expert_parallel {
-            config.spread_experts(ep as u32);
+            config.set_expert_parallel(ep as u32);
         }
         if let Some(Some((dense, experts))) = served {
             (config.precision, config.expert_precision) = (Some(dense), Some(experts));
@@ -1050,6 +1050,14 @@ mod tests {
         let (spread_ep, spread) = tpot(placed("Qwen/Qwen3-30B-A3B", Some(4)));
         assert_eq!((sliced_ep, spread_ep), (None, Some(4)));
         assert_ne!(sliced, spread, "the prediction is of the layout deployed");
+        // Spread over two of the four and sliced over pairs (SGLang's and TensorRT-LLM's
+        // --ep-size below the TP size): a layout of its own.
+        let (mixed_ep, mixed) = tpot(placed("Qwen/Qwen3-30B-A3B", Some(2)));
+        assert_eq!(mixed_ep, Some(2));
+        assert!(
+            mixed != sliced && mixed != spread,
+            "{sliced:?} {mixed:?} {spread:?}"
+        );
         assert_eq!(tpot(placed("Qwen/Qwen3-30B-A3B", Some(1))).0, None);
         match placed("Qwen/Qwen3-8B", Some(4)) {
             Decision::Hold {

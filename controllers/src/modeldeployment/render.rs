@@ -328,7 +328,8 @@ pub fn engine_args(
         .max_batch_size
         .map(|b| (b / data_parallel.unwrap_or(1)).max(1).to_string());
     let batch = selected.max_batch_size.map(|b| b.to_string());
-    // Experts spread whole over the tensor-parallel group rather than sliced by it.
+    // Experts spread whole over this many of the tensor- and data-parallel ranks and sliced
+    // over the rest (vLLM: over all of them; the API refuses fewer).
     let expert_parallel = selected
         .expert_parallel
         .filter(|&ep| ep > 1)
@@ -827,6 +828,19 @@ mod tests {
             &args(EngineType::TensorRtLlm, &selected),
             ["--ep_size", "8"]
         ));
+        // Spread over four of the eight and sliced over pairs: SGLang and TensorRT-LLM derive
+        // the MoE tensor-parallel size (2) from the two they are given.
+        selected.expert_parallel = Some(4);
+        for (engine, tp_flag, ep_flag) in [
+            (EngineType::SgLang, "--tp-size", "--ep-size"),
+            (EngineType::TensorRtLlm, "--tp_size", "--ep_size"),
+        ] {
+            let args = args(engine, &selected);
+            assert!(
+                has(&args, [tp_flag, "8"]) && has(&args, [ep_flag, "4"]),
+                "{args:?}"
+            );
+        }
         selected.expert_parallel = None;
         for engine in [
             EngineType::Vllm,
