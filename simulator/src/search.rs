@@ -145,7 +145,8 @@ pub struct Recommendation {
     pub engine: Engine,
     /// Max sequences per replica.
     pub max_batch: u32,
-    /// Expert-parallel size for MoE models (1: experts sliced by tensor parallelism).
+    /// Devices of a MoE model's stage its routed experts are spread whole over, each sliced
+    /// over the rest (MoE TP = tp × attention DP ÷ this); 1: every expert sliced.
     pub expert_parallel: u32,
     /// Attention data-parallel ranks of a MoE model, each with `tp` devices and its own
     /// requests' KV cache (1: attention split by tensor parallelism alone).
