@@ -260,11 +260,24 @@ async fn insufficient_capacity(client: &Client, ns: &TestNamespace) -> anyhow::R
         "apiVersion: bud.studio/v1alpha1\nkind: ModelDeployment\nmetadata: {name: big}\nspec:\n  model: {uri: hf://Qwen/Qwen3-8B}\n  placement: {accelerator: NVIDIA-H100-80GB-HBM3, tensorParallel: 8}\n  replicas: 3\n",
     )?;
     let api: Api<ModelDeployment> = Api::namespaced(client.clone(), &ns.name);
-    let md = wait_reason(&api, "big", "InsufficientCapacity").await?;
-    assert_eq!(
-        md.status.as_ref().unwrap().replica_summary.as_deref(),
-        Some("2/3")
-    );
+    wait_reason(&api, "big", "InsufficientCapacity").await?;
+    // Two of the three fit on the fleet's two H100 nodes. The second may still be starting
+    // (or waiting for the accelerators of an earlier scenario's terminating pods to be
+    // released) when the third is first found unschedulable.
+    wait_until(
+        "ModelDeployment big to run 2 of 3 replicas, held for InsufficientCapacity",
+        ROLLOUT,
+        || async {
+            let md = api.get("big").await?;
+            let status = md.status.as_ref();
+            let held = status
+                .and_then(|s| find_condition(&s.conditions, READY))
+                .is_some_and(|c| c.status == "False" && c.reason == "InsufficientCapacity");
+            let summary = status.and_then(|s| s.replica_summary.as_deref());
+            Ok((held && summary == Some("2/3")).then_some(()))
+        },
+    )
+    .await?;
 
     let fleet = harness::default_fleet()?;
     let pool = fleet.pools.iter().find(|p| p.name == "h100").unwrap();
