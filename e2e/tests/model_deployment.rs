@@ -361,6 +361,34 @@ async fn pods_of(client: &Client, namespace: &str, deployment: &str) -> anyhow::
         .items)
 }
 
+/// Waits until the emulator of `deployment`'s engine pod has logged `fragment`: its startup
+/// line names the layout it runs.
+async fn wait_engine_log(
+    client: &Client,
+    ns: &TestNamespace,
+    engine_logs: &std::path::Path,
+    deployment: &str,
+    fragment: &str,
+) -> anyhow::Result<()> {
+    let pod = pods_of(client, &ns.name, deployment)
+        .await?
+        .into_iter()
+        .next()
+        .expect("an engine pod");
+    let log = engine_logs.join(format!("{}-{}.log", ns.name, pod.name_any()));
+    wait_until(
+        &format!("{deployment}'s engine log to read {fragment:?}"),
+        Duration::from_secs(30),
+        || async {
+            Ok(std::fs::read_to_string(&log)
+                .ok()
+                .filter(|l| l.contains(fragment))
+                .map(|_| ()))
+        },
+    )
+    .await
+}
+
 /// Scenario: attention data parallelism placed explicitly
 /// (`examples/attention-data-parallel.yaml`): the status counts every rank, the engine pod's
 /// emulator runs the layout the status names, and the gateway serves it. Then SGLang with the
@@ -389,21 +417,13 @@ async fn attention_data_parallel(
         (4, 1, Some(4), Some(4)),
         "{selected:?}"
     );
-    let pod = pods_of(client, &ns.name, name)
-        .await?
-        .into_iter()
-        .next()
-        .expect("an engine pod");
-    let log = engine_logs.join(format!("{}-{}.log", ns.name, pod.name_any()));
     // Four ranks of 64 (maxBatchSize 256 split per rank for vLLM), the experts over all four.
-    wait_until(
-        "the engine emulator's startup line",
-        Duration::from_secs(30),
-        || async {
-            Ok(std::fs::read_to_string(&log).ok().filter(|l| {
-                l.contains("on 4× h100_sxm (TP1 PP1 DP4 EP4, bf16), up to 256 running requests")
-            }))
-        },
+    wait_engine_log(
+        client,
+        ns,
+        engine_logs,
+        name,
+        "on 4× h100_sxm (TP1 PP1 DP4 EP4, bf16), up to 256 running requests",
     )
     .await?;
     harness::kubectl_apply_text(&ns.name, &api_key_yaml("dep-key", name))?;
@@ -430,20 +450,12 @@ async fn attention_data_parallel(
         (selected.tensor_parallel, selected.expert_parallel),
         (4, Some(2))
     );
-    let pod = pods_of(client, &ns.name, mixed)
-        .await?
-        .into_iter()
-        .next()
-        .expect("an engine pod");
-    let log = engine_logs.join(format!("{}-{}.log", ns.name, pod.name_any()));
-    wait_until(
-        "the SGLang emulator's startup line",
-        Duration::from_secs(30),
-        || async {
-            Ok(std::fs::read_to_string(&log)
-                .ok()
-                .filter(|l| l.contains("on 4× h100_sxm (TP4 PP1 EP2, ")))
-        },
+    wait_engine_log(
+        client,
+        ns,
+        engine_logs,
+        mixed,
+        "on 4× h100_sxm (TP4 PP1 EP2, ",
     )
     .await?;
     Ok(())
