@@ -782,6 +782,13 @@ async fn record_transitions(
                 selected.cluster
             ),
         ));
+        if let Some(warning) = plan::unmodelled_layout_warning(selected) {
+            events.push((
+                EventType::Warning,
+                "PredictionOptimistic".to_owned(),
+                warning,
+            ));
+        }
     }
     if let Some(now) = ready(new)
         && ready(old).map(|c| (c.status, c.reason))
