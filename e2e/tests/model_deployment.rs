@@ -12,6 +12,7 @@ use bud_e2e::harness::{
 use futures::FutureExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Client, ResourceExt};
 use std::time::Duration;
@@ -458,6 +459,35 @@ async fn attention_data_parallel(
         "on 4× h100_sxm (TP4 PP1 EP2, ",
     )
     .await?;
+
+    // Ranks sharing experts sliced across them: deployed as asked, with a Warning that the
+    // prediction leaves out their token exchange.
+    let sliced = "qwen3-30b-a3b-dp2";
+    harness::kubectl_apply_text(
+        &ns.name,
+        &format!(
+            "apiVersion: bud.studio/v1alpha1\nkind: ModelDeployment\nmetadata: {{name: {sliced}}}\nspec: {{model: {{uri: hf://Qwen/Qwen3-30B-A3B}}, engine: {{type: VLLM}}, placement: {{accelerator: NVIDIA-H100-80GB-HBM3, attentionDataParallel: 2}}}}\n"
+        ),
+    )?;
+    let events: Api<Event> = Api::namespaced(client.clone(), &ns.name);
+    let warning = wait_until(
+        "a PredictionOptimistic Warning on the data-parallel deployment",
+        ROLLOUT,
+        || async {
+            Ok(events
+                .list(&ListParams::default())
+                .await?
+                .items
+                .into_iter()
+                .find(|e| {
+                    e.reason.as_deref() == Some("PredictionOptimistic")
+                        && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(sliced)
+                })
+                .and_then(|e| e.note))
+        },
+    )
+    .await?;
+    assert!(warning.contains("Set expertParallel to 2"), "{warning}");
     Ok(())
 }
 
