@@ -258,7 +258,8 @@ const PREFILL_COMPUTE_EFF: usize = 2;
 const MIN_IDENTIFYING_ROWS: usize = 20;
 
 /// The median of `values` (the upper one of an even count), `None` when there are none: what an
-/// engine borrows from the engines that identify a parameter.
+/// engine borrows from the engines that identify a parameter, and a model's TTFT beyond the
+/// prediction in the accuracy report.
 fn median(mut values: Vec<f64>) -> Option<f64> {
     values.sort_by(f64::total_cmp);
     values.get(values.len() / 2).copied()
@@ -749,6 +750,9 @@ pub struct AccuracyReport {
     pub noise: ErrorStats,
     /// The same noise over each model's agg rows (training and held back alike).
     pub noise_by_model: BTreeMap<String, ErrorStats>,
+    /// Per model, the median over its held-back agg rows of the TTFT measured beyond the
+    /// prediction, in completion gaps ([`completion_gaps_beyond_prediction`]).
+    pub ttft_gaps_beyond_prediction_by_model: BTreeMap<String, f64>,
     /// Leave-one-model-out cross-validation, when `calibrate` ran it (an evaluation of given
     /// parameters cannot: it refits).
     pub model_cross_validation: Option<ModelCrossValidation>,
@@ -781,6 +785,16 @@ fn stats(pairs: &[Pair]) -> ErrorStats {
     }
 }
 
+/// How much of a row's measured TTFT lies beyond the predicted one, in completion gaps: the
+/// mean time between two requests finishing, OSL × measured TPOT ÷ users, when `users` clients
+/// each send their next request as soon as the last one ends. About 1 means a request waited
+/// for another to finish before the engine admitted it (a harness's or engine's admission limit
+/// the row does not record); about 0 means the model accounts for the TTFT.
+fn completion_gaps_beyond_prediction(s: &Sample, predicted_ttft_ms: f64) -> f64 {
+    let gap_ms = s.workload.output_tokens as f64 * s.tpot_ms / s.workload.concurrency as f64;
+    (s.ttft_ms - predicted_ttft_ms) / gap_ms
+}
+
 /// How a row's replica shares the model's layers, for the accuracy report: the layouts the
 /// search chooses between.
 fn layout_kind(s: &Sample) -> &'static str {
@@ -803,6 +817,7 @@ pub fn evaluate(samples: &[Sample], params: &FittedParams) -> AccuracyReport {
     let mut train = Vec::new();
     let mut groups: BTreeMap<(String, String), Vec<Pair>> = BTreeMap::new();
     let mut disagg_groups: BTreeMap<(String, String), Vec<Pair>> = BTreeMap::new();
+    let mut ttft_gaps_by_model: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     for s in samples {
         let Some((ttft, tpot, measured)) = predict_sample_and_basis(s, params) else {
             if !s.train {
@@ -837,6 +852,10 @@ pub fn evaluate(samples: &[Sample], params: &FittedParams) -> AccuracyReport {
             continue;
         }
         held.push(t);
+        ttft_gaps_by_model
+            .entry(s.cfg.model.clone())
+            .or_default()
+            .push(completion_gaps_beyond_prediction(s, ttft));
         let acc_kind = if s.key.ends_with("-cpu") {
             "cpu"
         } else {
@@ -876,6 +895,10 @@ pub fn evaluate(samples: &[Sample], params: &FittedParams) -> AccuracyReport {
     report.noise_by_model = by_model
         .into_iter()
         .map(|(m, rows)| (m.to_string(), interpolation_noise(&rows)))
+        .collect();
+    report.ttft_gaps_beyond_prediction_by_model = ttft_gaps_by_model
+        .into_iter()
+        .filter_map(|(m, gaps)| Some((m, median(gaps)?)))
         .collect();
     for ((dim, val), v) in groups {
         report.by.entry(dim).or_default().insert(val, stats(&v));
@@ -946,10 +969,11 @@ impl AccuracyReport {
         }
         for (dim, groups) in &self.by {
             if dim == "model" {
-                // Next to each model's error, its measurement noise (all its agg rows).
+                // Next to each model's error, its measurement noise (all its agg rows) and the
+                // TTFT its rows measure beyond the prediction, in completion gaps.
                 let _ = writeln!(
                     s,
-                    "\nHeld-back agg rows by model, with the model's measurement noise:\n\n| model | rows | TTFT MAPE % | TPOT MAPE % | noise points | noise TTFT % | noise TPOT % |\n|---|---:|---:|---:|---:|---:|---:|"
+                    "\nHeld-back agg rows by model, with the model's measurement noise and the median TTFT measured beyond the prediction in completion gaps (OSL × TPOT ÷ users, the time between two requests finishing; about 1 means each request waited for another to finish before it was admitted):\n\n| model | rows | TTFT MAPE % | TPOT MAPE % | noise points | noise TTFT % | noise TPOT % | TTFT beyond prediction, gaps |\n|---|---:|---:|---:|---:|---:|---:|---:|"
                 );
                 for (val, st) in groups {
                     let noise = self.noise_by_model.get(val).cloned().unwrap_or_default();
@@ -959,9 +983,13 @@ impl AccuracyReport {
                         st.n, st.ttft_mape, st.tpot_mape, noise.n
                     );
                     let _ = if noise.n == 0 {
-                        writeln!(s, " – | – |")
+                        write!(s, " – | – |")
                     } else {
-                        writeln!(s, " {:.1} | {:.1} |", noise.ttft_mape, noise.tpot_mape)
+                        write!(s, " {:.1} | {:.1} |", noise.ttft_mape, noise.tpot_mape)
+                    };
+                    let _ = match self.ttft_gaps_beyond_prediction_by_model.get(val) {
+                        Some(gaps) => writeln!(s, " {gaps:.2} |"),
+                        None => writeln!(s, " – |"),
                     };
                 }
                 continue;
@@ -1605,6 +1633,17 @@ mod tests {
             alone.agg.measured_deployment
         );
         assert_eq!(pooled.agg_model_cross_validation.unwrap().rows, 300);
+    }
+
+    #[test]
+    fn ttft_beyond_prediction_is_counted_in_completion_gaps() {
+        // 16 users decoding 1024 tokens at 10 ms: one finishes every 1024 × 10 / 16 = 640 ms.
+        // A TTFT measured at 840 ms against 200 predicted waited one such gap.
+        let row = sample(16, 840.0, 10.0);
+        assert!((completion_gaps_beyond_prediction(&row, 200.0) - 1.0).abs() < 1e-12);
+        assert_eq!(completion_gaps_beyond_prediction(&row, 840.0), 0.0);
+        // Predicted above the measurement, the share is negative.
+        assert!((completion_gaps_beyond_prediction(&row, 1160.0) + 0.5).abs() < 1e-12);
     }
 
     #[test]
