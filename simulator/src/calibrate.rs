@@ -1642,7 +1642,7 @@ mod tests {
         let row = sample(16, 840.0, 10.0);
         assert!((completion_gaps_beyond_prediction(&row, 200.0) - 1.0).abs() < 1e-12);
         assert_eq!(completion_gaps_beyond_prediction(&row, 840.0), 0.0);
-        // Predicted above the measurement, the share is negative.
+        // Predicted above the measurement, the count is negative.
         assert!((completion_gaps_beyond_prediction(&row, 1160.0) + 0.5).abs() < 1e-12);
     }
 
