@@ -4,6 +4,7 @@
 
 use crate::fleet::{FLEET_LABEL, Fleet};
 use k8s_openapi::api::core::v1::{Namespace, Node};
+use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::Client;
 use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
@@ -414,6 +415,23 @@ pub fn kubectl_apply_text(namespace: &str, yaml: &str) -> anyhow::Result<()> {
     let result = kubectl_apply(namespace, &path);
     std::fs::remove_file(&path)?;
     result
+}
+
+/// The Events recorded in `namespace` about the object called `name`, oldest first as the API
+/// server lists them.
+pub async fn events_regarding(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+) -> anyhow::Result<Vec<Event>> {
+    let events: Api<Event> = Api::namespaced(client.clone(), namespace);
+    Ok(events
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+        .collect())
 }
 
 /// The key the ApiKey controller wrote into the Secret of ApiKey `name`.

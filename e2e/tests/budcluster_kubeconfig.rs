@@ -15,7 +15,6 @@ use bud_e2e::fleet::Fleet;
 use bud_e2e::harness::{self, OperatorProcess, TestNamespace, run_tool, wait_until};
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
-use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, RoleRef, Subject};
 use kube::Client;
 use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
@@ -457,15 +456,9 @@ async fn scenario(client: &Client, ns: &str) -> anyhow::Result<()> {
     assert_eq!(back.status.clone().unwrap_or_default().node_count, 6);
 
     // The transitions were recorded as Events on the BudCluster.
-    let events: Api<Event> = Api::namespaced(client.clone(), "default");
-    let reasons: Vec<String> = events
-        .list(&ListParams::default())
+    let reasons: Vec<String> = harness::events_regarding(client, "default", &names["work"])
         .await?
-        .items
         .into_iter()
-        .filter(|e| {
-            e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(names["work"].as_str())
-        })
         .filter_map(|e| e.reason)
         .collect();
     for reason in ["Ready", "Unreachable"] {

@@ -6,8 +6,7 @@ use bud_crds::budcluster::ClusterType;
 use bud_crds::{BudCluster, BudClusterSpec};
 use bud_e2e::harness::{self, OperatorProcess, TestNamespace, run_tool, wait_until};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::events::v1::Event;
-use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::api::{Api, DeleteParams, PostParams};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
@@ -117,20 +116,14 @@ async fn the_chart_installs_and_its_rbac_is_enough_for_the_operator() -> anyhow:
         },
     )
     .await?;
-    let events: Api<Event> = Api::namespaced(client.clone(), "default");
     wait_until(
         "an InventoryChanged Event recorded with the chart's RBAC",
         Duration::from_secs(30),
         || async {
-            let list = events.list(&ListParams::default()).await?;
-            Ok(list
-                .items
+            Ok(harness::events_regarding(&client, "default", &name)
+                .await?
                 .iter()
-                .any(|e| {
-                    e.reason.as_deref() == Some("InventoryChanged")
-                        && e.regarding.as_ref().and_then(|r| r.name.as_deref())
-                            == Some(name.as_str())
-                })
+                .any(|e| e.reason.as_deref() == Some("InventoryChanged"))
                 .then_some(()))
         },
     )

@@ -12,7 +12,6 @@ use bud_e2e::harness::{
 use futures::FutureExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Node, Pod};
-use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Client, ResourceExt};
 use std::time::Duration;
@@ -469,20 +468,14 @@ async fn attention_data_parallel(
             "apiVersion: bud.studio/v1alpha1\nkind: ModelDeployment\nmetadata: {{name: {sliced}}}\nspec: {{model: {{uri: hf://Qwen/Qwen3-30B-A3B}}, engine: {{type: VLLM}}, placement: {{accelerator: NVIDIA-H100-80GB-HBM3, attentionDataParallel: 2}}}}\n"
         ),
     )?;
-    let events: Api<Event> = Api::namespaced(client.clone(), &ns.name);
     let warning = wait_until(
         "a PredictionOptimistic Warning on the data-parallel deployment",
         ROLLOUT,
         || async {
-            Ok(events
-                .list(&ListParams::default())
+            Ok(harness::events_regarding(client, &ns.name, sliced)
                 .await?
-                .items
                 .into_iter()
-                .find(|e| {
-                    e.reason.as_deref() == Some("PredictionOptimistic")
-                        && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(sliced)
-                })
+                .find(|e| e.reason.as_deref() == Some("PredictionOptimistic"))
                 .and_then(|e| e.note))
         },
     )
