@@ -29,6 +29,12 @@ pub const HELD_BACK_MODELS: &[&str] = &[
 ];
 /// Share of the remaining rows held back, percent.
 pub const HELD_BACK_PERCENT: u64 = 20;
+/// The accuracy report's `split` group of the random share ([`HELD_BACK_PERCENT`]): held-back
+/// rows of the kind the data's owner held back from `calibration.csv`, other points of
+/// measured deployments.
+pub const RANDOM_SHARE_SPLIT: &str = "random 20% of the other rows";
+/// The accuracy report's `split` group of the rows of [`HELD_BACK_MODELS`].
+const WHOLE_MODEL_SPLIT: &str = "whole held-back model";
 /// The training-split parameters' file name in the data directory (what accuracy is scored on).
 pub const SPLIT_PARAMS_FILE: &str = "fitted_params_split.json";
 
@@ -875,9 +881,9 @@ pub fn evaluate(samples: &[Sample], params: &FittedParams) -> AccuracyReport {
                     .iter()
                     .any(|m| m.eq_ignore_ascii_case(&s.cfg.model))
                 {
-                    "whole held-back model".to_string()
+                    WHOLE_MODEL_SPLIT.to_string()
                 } else {
-                    format!("random {HELD_BACK_PERCENT}% of the other rows")
+                    RANDOM_SHARE_SPLIT.to_string()
                 },
             ),
         ] {
