@@ -29,9 +29,9 @@ pub const HELD_BACK_MODELS: &[&str] = &[
 ];
 /// Share of the remaining rows held back, percent.
 pub const HELD_BACK_PERCENT: u64 = 20;
-/// The accuracy report's `split` group of the random share ([`HELD_BACK_PERCENT`]): held-back
-/// rows of the kind the data's owner held back from `calibration.csv`, other points of
-/// measured deployments.
+/// The accuracy report's `split` group of the random share ([`HELD_BACK_PERCENT`]): other
+/// points of measured deployments, like most rows the data's owner held back from
+/// `calibration.csv` (`--example owners_held_back`).
 pub const RANDOM_SHARE_SPLIT: &str = "random 20% of the other rows";
 /// The accuracy report's `split` group of the rows of [`HELD_BACK_MODELS`].
 const WHOLE_MODEL_SPLIT: &str = "whole held-back model";
