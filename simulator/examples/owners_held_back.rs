@@ -64,13 +64,12 @@ fn main() {
         rows_counted += numbered.len() as u64;
         points_missing += points;
         runs_missing += runs.iter().sum::<u64>();
-        let list = |v: Vec<String>| v.join(", ");
         println!(
             "| {counter} | {} | {highest} | {points} | {:.1} | {} | {} |",
             numbered.len(),
             100.0 * points as f64 / highest as f64,
-            list(after_point.iter().map(u64::to_string).collect()),
-            list(runs.iter().map(u64::to_string).collect()),
+            joined(&after_point),
+            joined(&runs),
         );
     }
     println!(
@@ -98,4 +97,9 @@ fn counter_and_number(id: &str) -> Option<(&str, u64)> {
     }
     let end = rest.find("_agg_").or_else(|| rest.find("_disagg_"))?;
     Some((&rest[..end], number))
+}
+
+fn joined<'a>(numbers: impl IntoIterator<Item = &'a u64>) -> String {
+    let numbers: Vec<String> = numbers.into_iter().map(u64::to_string).collect();
+    numbers.join(", ")
 }
