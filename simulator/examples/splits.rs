@@ -10,7 +10,10 @@
 //! whether fitting on it costs the other models anything (the case for shipping parameters
 //! refitted on every row).
 
-use bud_simulator::calibrate::{HELD_BACK_MODELS, calibrate, is_held_back_in_draw, load_samples};
+use bud_simulator::calibrate::{
+    HELD_BACK_MODELS, RANDOM_SHARE_SPLIT, WHOLE_MODEL_SPLIT, calibrate, is_held_back_in_draw,
+    load_samples,
+};
 use std::path::Path;
 
 fn main() {
@@ -40,8 +43,8 @@ fn main() {
             o.n, o.ttft_mape, o.tpot_mape
         );
         if random_only {
-            // The report groups held-back rows by membership of the whole-model list.
-            for group in report.by["split"].values().rev() {
+            for label in [WHOLE_MODEL_SPLIT, RANDOM_SHARE_SPLIT] {
+                let group = &report.by["split"][label];
                 print!(
                     " {}, {:.1}, {:.1} |",
                     group.n, group.ttft_mape, group.tpot_mape

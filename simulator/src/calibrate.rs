@@ -34,7 +34,7 @@ pub const HELD_BACK_PERCENT: u64 = 20;
 /// `calibration.csv` (`--example owners_held_back`).
 pub const RANDOM_SHARE_SPLIT: &str = "random 20% of the other rows";
 /// The accuracy report's `split` group of the rows of [`HELD_BACK_MODELS`].
-const WHOLE_MODEL_SPLIT: &str = "whole held-back model";
+pub const WHOLE_MODEL_SPLIT: &str = "whole held-back model";
 /// The training-split parameters' file name in the data directory (what accuracy is scored on).
 pub const SPLIT_PARAMS_FILE: &str = "fitted_params_split.json";
 
