@@ -246,6 +246,7 @@ pub fn prediction_metrics(p: &bud_simulator::Prediction, replicas: u32) -> Predi
             }
             .to_string(),
         ),
+        measured_as: p.measured_as.clone(),
         expected_ttft_error_percent: p.expected_error.map(|e| decimal(e.ttft_percent, 1)),
         expected_tpot_error_percent: p.expected_error.map(|e| decimal(e.tpot_percent, 1)),
     }

@@ -215,6 +215,11 @@ pub struct PredictedMetrics {
     /// model alone predicts it, with larger errors (see the simulator's accuracy report).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub basis: Option<String>,
+    /// With basis `Model`: the model whose measurements of this deployment the prediction
+    /// leans on, when the calibration data measured it there but not the model asked about,
+    /// and the two share an architecture (the base model of a fine-tune, say).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub measured_as: Option<String>,
     /// How far to trust `ttftMs`: the simulator's mean absolute TTFT error, in percent, on
     /// calibration measurements it was not fitted on, for predictions of the same basis. Those
     /// measurements cover H100, H200, B200, B300 and GB200/GB300; expect larger errors on

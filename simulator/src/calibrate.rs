@@ -1126,6 +1126,7 @@ pub fn fit_correction(samples: &[Sample], params: &FittedParams) -> crate::param
 pub fn fit_anchors(samples: &[Sample], params: &FittedParams) -> crate::params::Anchors {
     let hw = HardwareCatalog::builtin();
     let mut deployments: BTreeMap<String, Vec<[f64; 5]>> = BTreeMap::new();
+    let mut architectures = BTreeMap::new();
     for s in samples.iter().filter(|s| s.train && !s.disagg) {
         let Ok(acc) = hw.get(&s.cfg.accelerator) else {
             continue;
@@ -1145,8 +1146,14 @@ pub fn fit_anchors(samples: &[Sample], params: &FittedParams) -> crate::params::
                 (s.tpot_ms / tpot).ln().clamp(-2.0, 2.0),
                 (s.ttft_ms / ttft).ln().clamp(-2.0, 2.0),
             ));
+        architectures
+            .entry(s.cfg.model.clone())
+            .or_insert_with(|| s.model.architecture());
     }
-    anchors_with_chosen_width(deployments)
+    crate::params::Anchors {
+        architectures,
+        ..anchors_with_chosen_width(deployments)
+    }
 }
 
 /// Anchors on `deployments` with the kernel width and prior weight that score best
@@ -1170,6 +1177,7 @@ fn anchors_with_chosen_width(
         bandwidth: 1.0,
         prior_weight: 1.0,
         deployments,
+        architectures: BTreeMap::new(),
     };
     let mut best = (f64::INFINITY, 1.0, 1.0);
     for bandwidth in [0.5, 1.0, 2.0] {

@@ -854,10 +854,10 @@ fn print_plan(r: &PlanResult) {
             x.total_tokens_per_s,
             x.cost_per_hour,
             if x.pareto_optimal { "*" } else { "" },
-            if x.prediction.measured_deployment {
-                "m"
-            } else {
-                ""
+            match (x.prediction.measured_deployment, &x.prediction.measured_as) {
+                (true, _) => "m",
+                (false, Some(_)) => "t",
+                (false, None) => "",
             }
         );
     }
@@ -881,6 +881,17 @@ fn print_plan(r: &PlanResult) {
             error(true, "expected error "),
             error(false, "")
         );
+        let twins: std::collections::BTreeSet<&str> = r
+            .recommendations
+            .iter()
+            .filter_map(|x| x.prediction.measured_as.as_deref())
+            .collect();
+        if !twins.is_empty() {
+            println!(
+                "t: the data measured this deployment of {}, a model of the same architecture, and the prediction leans on those measurements (expected error as for the model alone).",
+                twins.into_iter().collect::<Vec<_>>().join(", ")
+            );
+        }
     }
     println!(
         "\nsearch: {}, evaluated {} candidates",
@@ -1025,14 +1036,15 @@ fn print_performance(w: &Workload, p: &bud_simulator::Prediction) {
             .map(|e| format!("   (expected error {e:.1} %)"))
             .unwrap_or_default()
     };
-    println!(
-        "basis: {}",
-        if p.measured_deployment {
-            "measured deployment (the calibration data measured this deployment)"
-        } else {
-            "model (this deployment was never measured)"
+    match (&p.measured_as, p.measured_deployment) {
+        (_, true) => {
+            println!("basis: measured deployment (the calibration data measured this deployment)")
         }
-    );
+        (Some(twin), false) => println!(
+            "basis: model, leaning on the measurements of this deployment of {twin} (the same architecture)"
+        ),
+        (None, false) => println!("basis: model (this deployment was never measured)"),
+    }
     println!(
         "TTFT             {:>10.1} ms{}",
         p.ttft_ms,

@@ -324,6 +324,67 @@ impl ModelSpec {
         })
     }
 
+    /// The network as the performance model sees it, as text: every field but the name, the
+    /// maximum context and the checkpoint's precisions. Models that share it run at the same
+    /// speed at the same serving precisions: a fine-tune of a base model
+    /// (`Llama-3.1-70B-Instruct` of `Llama-3.1-70B`), a re-trained release (DeepSeek-R1 of
+    /// DeepSeek-V3) and a checkpoint quantized offline (`nvidia/Llama-3.1-8B-Instruct-FP8`).
+    /// Serving precisions belong to a deployment ([`crate::params::Anchors::key`]), not here.
+    pub fn architecture(&self) -> String {
+        // Destructured in full, so a field added to the spec must be placed on a side here.
+        let ModelSpec {
+            id: _,
+            max_context: _,
+            native_precision: _,
+            native_expert_precision: _,
+            model_type,
+            hidden_size,
+            num_layers,
+            num_heads,
+            attention,
+            vocab_size,
+            full_attention_layers,
+            sliding_layers,
+            sliding_window,
+            linear_layers,
+            attention_topk,
+            attention_params,
+            dense_mlp_params,
+            embedding_params,
+            lm_head_params,
+            moe,
+            kv_elems_per_token_layer,
+            state_elems_per_seq,
+            attn_flops_per_ctx_token,
+            prefill_attn_flops_per_ctx_token,
+        } = self;
+        let attention = match attention {
+            AttentionKind::Gqa { kv_heads, head_dim } => format!("gqa {kv_heads}x{head_dim}"),
+            AttentionKind::Mla {
+                kv_lora_rank,
+                qk_rope_head_dim,
+            } => format!("mla {kv_lora_rank}+{qk_rope_head_dim}"),
+        };
+        let moe = moe.as_ref().map_or("dense".to_string(), |m| {
+            format!(
+                "moe {} of {} x{:.0} in {} layers shared {:.0}",
+                m.experts_per_token,
+                m.num_experts,
+                m.expert_params,
+                m.moe_layers,
+                m.shared_params_per_layer
+            )
+        });
+        format!(
+            "{model_type} h{hidden_size} l{num_layers} q{num_heads} {attention} v{vocab_size} \
+             full{full_attention_layers} sliding{sliding_layers}x{sliding_window} \
+             linear{linear_layers} topk{attention_topk} {moe} params {attention_params:.0}+\
+             {dense_mlp_params:.0}+{embedding_params:.0}+{lm_head_params:.0} kv \
+             {kv_elems_per_token_layer:.0} state {state_elems_per_seq:.0} attention flops \
+             {attn_flops_per_ctx_token:.0}/{prefill_attn_flops_per_ctx_token:.0}"
+        )
+    }
+
     /// Parameters of all routed experts.
     pub fn routed_params(&self) -> f64 {
         self.moe

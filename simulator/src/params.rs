@@ -9,6 +9,7 @@
 //! releases of one engine.
 
 use crate::gbdt::Gbdt;
+use crate::model::ModelSpec;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
@@ -351,8 +352,10 @@ pub const MAX_DISAGG_CORRECTION_LN: f64 = 3.0;
 /// layout) at other lengths and concurrencies: where the calibration data measured the
 /// deployment asked about, the corrected prediction is multiplied by a kernel-weighted mean of
 /// those measurements' remaining errors (the `ln(measured / corrected)` of the training rows),
-/// shrunk toward none. A deployment never measured is predicted by the model alone, so unseen
-/// models and layouts are unaffected.
+/// shrunk toward none. A model the data never measured borrows the measurements of the same
+/// deployment of a measured model with the same architecture ([`Anchors::measured`]). A
+/// deployment never measured is predicted by the model alone, so unseen architectures and
+/// layouts are unaffected.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Anchors {
@@ -363,6 +366,10 @@ pub struct Anchors {
     /// Per deployment key ([`Anchors::key`]): `[log2 input tokens, log2 output tokens,
     /// log2 concurrency, TPOT log error, TTFT log error]` of each measured point.
     pub deployments: BTreeMap<String, Vec<[f64; 5]>>,
+    /// The architecture ([`ModelSpec::architecture`]) of each measured model, by its id
+    /// (empty for disaggregated anchors, which are keyed by configuration).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub architectures: BTreeMap<String, String>,
 }
 
 impl Anchors {
@@ -380,6 +387,41 @@ impl Anchors {
             "{} {accelerator} {engine} {dense}/{expert}/{kv} tp{tp} pp{pp} dp{dp} moetp{moe_tp} ep{moe_ep}",
             model.to_ascii_lowercase()
         )
+    }
+
+    /// The measured points of a deployment of the model `id` (whose architecture is `model`;
+    /// `key` builds the key of this deployment for a model id), and the id of the measured
+    /// model they come from when that is another: the model's own points when the data
+    /// measured this deployment of it, otherwise those of the measured model of the same
+    /// architecture with the most points of this deployment (DeepSeek-R1's for DeepSeek-V3,
+    /// `Llama-3.1-70B`'s for `Llama-3.1-70B-Instruct`).
+    pub fn measured<'a>(
+        &'a self,
+        id: &str,
+        model: &ModelSpec,
+        key: impl Fn(&str) -> String,
+    ) -> Option<(&'a [[f64; 5]], Option<&'a str>)> {
+        if let Some(points) = self.deployments.get(&key(id)) {
+            return Some((points, None));
+        }
+        if self.architectures.is_empty() {
+            return None;
+        }
+        // A measured model's architecture is on record; only others need it worked out.
+        let worked_out;
+        let architecture = match self.architectures.get(id) {
+            Some(a) => a,
+            None => {
+                worked_out = model.architecture();
+                &worked_out
+            }
+        };
+        self.architectures
+            .iter()
+            .filter(|(twin, a)| *a == architecture && !twin.eq_ignore_ascii_case(id))
+            .filter_map(|(twin, _)| Some((self.deployments.get(&key(twin))?, twin.as_str())))
+            .max_by_key(|(points, _)| points.len())
+            .map(|(points, id)| (points.as_slice(), Some(id)))
     }
 
     /// Where a workload sits among a deployment's points: log2 of input tokens, output

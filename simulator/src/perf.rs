@@ -212,6 +212,15 @@ pub struct Prediction {
     /// markedly closer than those of the model alone; `expected_error` says by how much.
     #[serde(default)]
     pub measured_deployment: bool,
+    /// The measured model whose measurements of this deployment the prediction leans on,
+    /// when the data did not measure the model asked about but one of the same architecture
+    /// ([`crate::model::ModelSpec::architecture`]): the base model of a fine-tune, DeepSeek-R1
+    /// for DeepSeek-V3. Such a prediction keeps the basis of the model alone
+    /// (`measured_deployment` false, and its expected error): left out of the fit, DeepSeek-R1
+    /// and DeepSeek-V3 gained on TTFT from each other's measurements but not on TPOT
+    /// (`--example twins`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub measured_as: Option<String>,
     /// How far to trust this prediction: the calibration's error on rows it was not fitted on,
     /// for predictions of the same basis ([`FittedParams::held_back_error`]; absent with
     /// uncalibrated parameters).
@@ -237,6 +246,9 @@ pub struct Resolved<'a> {
     pub deployment: String,
     /// The anchors and this deployment's measured points, when it was measured.
     anchors: Option<(&'a Anchors, &'a [[f64; 5]])>,
+    /// The measured model of the same architecture whose points `anchors` holds, when the
+    /// data measured this deployment of that model but not of this one ([`Anchors::measured`]).
+    measured_as: Option<String>,
     /// Held-back error of agg predictions by basis ([`FittedParams::held_back_error`]).
     expected_error: ErrorByBasis,
     engine: Engine,
@@ -411,23 +423,30 @@ impl<'a> Resolved<'a> {
         } else {
             acc.inter_node_bandwidth
         };
-        let deployment = Anchors::key(
-            &cfg.model,
-            &acc.id,
-            cfg.engine,
-            [dense_prec, expert_prec, kv_prec],
-            [cfg.tp, cfg.pp, cfg.attention_dp, moe_tp, moe_ep],
-        );
-        let anchors = params.anchors.as_ref().and_then(|a| {
-            a.deployments
-                .get(&deployment)
-                .map(|points| (a, points.as_slice()))
-        });
+        let key = |model: &str| {
+            Anchors::key(
+                model,
+                &acc.id,
+                cfg.engine,
+                [dense_prec, expert_prec, kv_prec],
+                [cfg.tp, cfg.pp, cfg.attention_dp, moe_tp, moe_ep],
+            )
+        };
+        let deployment = key(&cfg.model);
+        let (anchors, measured_as) = match params
+            .anchors
+            .as_ref()
+            .and_then(|a| a.measured(&cfg.model, model, key).map(|m| (a, m)))
+        {
+            Some((a, (points, twin))) => (Some((a, points)), twin.map(str::to_string)),
+            None => (None, None),
+        };
         Ok(Resolved {
             model,
             acc,
             deployment,
             anchors,
+            measured_as,
             p: params.engine(&params_key(cfg.engine, acc.kind, model.is_moe())),
             scale: params.scale(&acc.id),
             release: params.release(cfg.engine, cfg.engine_version.as_deref()),
@@ -850,10 +869,12 @@ impl<'a> Resolved<'a> {
             Some((a, points)) if correct => a.adjust(points, at),
             _ => (0.0, 0.0),
         };
-        let measured_deployment = correct
+        let leans_on_measurements = correct
             && self
                 .anchors
                 .is_some_and(|(a, points)| a.leans_on(points, at));
+        // A twin's measurements are not this model's: its expected error stays the model's.
+        let measured_deployment = leans_on_measurements && self.measured_as.is_none();
         tpot *= anchor_tpot.exp();
         let decode_time = (osl - 1.0).max(0.0) * tpot;
         let cycle = ttft_run + decode_time;
@@ -888,6 +909,7 @@ impl<'a> Resolved<'a> {
             bottleneck: bottleneck.to_string(),
             devices: (self.tp * self.pp * self.dp) as u32,
             memory,
+            measured_as: self.measured_as.clone().filter(|_| leans_on_measurements),
             measured_deployment,
             expected_error: correct
                 .then(|| self.expected_error.for_basis(measured_deployment))

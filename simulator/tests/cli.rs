@@ -228,6 +228,20 @@ fn predict_one_configuration() {
     assert_eq!(v["running"], 32);
     assert!(v["ttftMs"].as_f64().unwrap() > 0.0);
     assert!(v["memory"]["fits"].as_bool().unwrap());
+    // Its fine-tune, never measured, leans on the same measurements and says whose they are.
+    let mut instruct = measured.to_vec();
+    instruct[2] = "meta-llama/Llama-3.1-70B-Instruct";
+    let o = bud_sim(&[&instruct[..], &["--json"]].concat());
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let twin: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(twin["measuredAs"], "meta-llama/Llama-3.1-70B");
+    assert_eq!(twin["measuredDeployment"], false);
+    assert_eq!(twin["tpotMs"], v["tpotMs"]);
+    let o = bud_sim(&instruct);
+    assert!(
+        text(&o.stdout)
+            .contains("leaning on the measurements of this deployment of meta-llama/Llama-3.1-70B")
+    );
 
     // One L4 cannot hold a 70B model: the breakdown, no latencies, and the verdict as the error.
     let o = bud_sim(&[

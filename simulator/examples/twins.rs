@@ -1,0 +1,120 @@
+//! What a model the data never measured gains from the measurements of a model with the same
+//! architecture ([`bud_simulator::params::Anchors::measured`]), scored on the training rows
+//! only: each training model that shares its architecture with another training model is left
+//! out, the fit (analytic parameters, the committed split's correction halves, anchors) is
+//! redone without its rows, and its rows at deployments a twin measured are predicted with the
+//! twin's anchors and without them (the model alone). Rows whose very measurement the data
+//! also records under the twin's name (same deployment, lengths, users, TTFT and TPOT) are
+//! counted apart: for them the twin's anchors are the answer itself.
+//! `cargo run --release -p bud-simulator --example twins -- [DATA] [ROUNDS]`
+
+use bud_simulator::calibrate::{
+    SPLIT_PARAMS_FILE, Sample, fit, fit_anchors, fit_correction, load_samples,
+};
+use bud_simulator::hardware::HardwareCatalog;
+use bud_simulator::params::FittedParams;
+use bud_simulator::perf::{Prediction, Resolved};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let data = args.get(1).map(String::as_str).unwrap_or("simulator/data");
+    let rounds: usize = args.get(2).and_then(|r| r.parse().ok()).unwrap_or(30);
+    let samples = load_samples(Path::new(data)).expect("load samples");
+    let split: FittedParams = serde_json::from_str(
+        &std::fs::read_to_string(Path::new(data).join(SPLIT_PARAMS_FILE)).expect("read params"),
+    )
+    .expect("parse params");
+    let training = || samples.iter().filter(|s| s.train && !s.disagg);
+    let mut by_architecture: BTreeMap<String, BTreeSet<&str>> = BTreeMap::new();
+    for s in training() {
+        by_architecture
+            .entry(s.model.architecture())
+            .or_default()
+            .insert(&s.cfg.model);
+    }
+    // A measurement as the data records it, without the model's name.
+    let measurement = |s: &Sample| {
+        let mut cfg = s.cfg.clone();
+        cfg.model.clear();
+        format!("{cfg:?} {:?} {} {}", s.workload, s.ttft_ms, s.tpot_ms)
+    };
+    println!(
+        "| left-out model | rows at a twin's deployments | repeated under the twin's name | the other rows: model alone TTFT / TPOT % | with the twin's anchors TTFT / TPOT % |\n|---|---:|---:|---:|---:|"
+    );
+    let mut all = Vec::new();
+    for models in by_architecture.values().filter(|m| m.len() > 1) {
+        for &left_out in models {
+            let fold: Vec<Sample> = samples
+                .iter()
+                .map(|s| Sample {
+                    train: s.train && s.cfg.model != left_out,
+                    ..s.clone()
+                })
+                .collect();
+            let mut with_twins = fit(&fold, "twins", rounds);
+            if let Some(kept) = &split.correction {
+                with_twins.correction =
+                    Some(fit_correction(&fold, &with_twins).keeping_halves_of(kept));
+            }
+            with_twins.anchors = Some(fit_anchors(&fold, &with_twins));
+            let mut alone = with_twins.clone();
+            alone.anchors = None;
+            let twins_measured: BTreeSet<String> = training()
+                .filter(|s| s.cfg.model != left_out && models.contains(s.cfg.model.as_str()))
+                .map(measurement)
+                .collect();
+            let (mut rows, mut repeated, mut pairs) = (0, 0, Vec::new());
+            for s in training().filter(|s| s.cfg.model == left_out) {
+                let (Some(twin), Some(model_alone)) = (predict(s, &with_twins), predict(s, &alone))
+                else {
+                    continue;
+                };
+                if twin.measured_as.is_none() {
+                    continue;
+                }
+                rows += 1;
+                if twins_measured.contains(&measurement(s)) {
+                    repeated += 1;
+                    continue;
+                }
+                pairs.push([
+                    ape(model_alone.ttft_ms, s.ttft_ms),
+                    ape(model_alone.tpot_ms, s.tpot_ms),
+                    ape(twin.ttft_ms, s.ttft_ms),
+                    ape(twin.tpot_ms, s.tpot_ms),
+                ]);
+            }
+            let [a, b, c, d] = means(&pairs);
+            println!("| {left_out} | {rows} | {repeated} | {a:.1} / {b:.1} | {c:.1} / {d:.1} |");
+            all.extend(pairs);
+        }
+    }
+    let [a, b, c, d] = means(&all);
+    println!(
+        "| **all (row-weighted)** | | | {a:.1} / {b:.1} ({} rows) | {c:.1} / {d:.1} |",
+        all.len()
+    );
+}
+
+/// The corrected prediction of a row, with what it leans on (none where it does not fit,
+/// as in the accuracy report).
+fn predict(s: &Sample, params: &FittedParams) -> Option<Prediction> {
+    let acc = HardwareCatalog::builtin().get(&s.cfg.accelerator).ok()?;
+    Resolved::new(&s.cfg, &s.model, acc, params)
+        .ok()?
+        .predict(&s.workload)
+        .ok()
+        .filter(|p| p.memory.fits)
+}
+
+/// Absolute percentage error.
+fn ape(predicted: f64, measured: f64) -> f64 {
+    100.0 * (predicted - measured).abs() / measured
+}
+
+fn means(rows: &[[f64; 4]]) -> [f64; 4] {
+    let n = rows.len().max(1) as f64;
+    [0, 1, 2, 3].map(|i| rows.iter().map(|r| r[i]).sum::<f64>() / n)
+}
