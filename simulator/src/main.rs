@@ -1043,7 +1043,9 @@ fn print_performance(w: &Workload, p: &bud_simulator::Prediction) {
         (Some(twin), false) => println!(
             "basis: model, leaning on the measurements of this deployment of {twin} (the same architecture)"
         ),
-        (None, false) => println!("basis: model (this deployment was never measured)"),
+        (None, false) => println!(
+            "basis: model (the calibration data did not measure this deployment near this workload)"
+        ),
     }
     println!(
         "TTFT             {:>10.1} ms{}",
