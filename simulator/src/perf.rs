@@ -248,7 +248,7 @@ pub struct Resolved<'a> {
     anchors: Option<(&'a Anchors, &'a [[f64; 5]])>,
     /// The measured model of the same architecture whose points `anchors` holds, when the
     /// data measured this deployment of that model but not of this one ([`Anchors::measured`]).
-    measured_as: Option<String>,
+    measured_as: Option<&'a str>,
     /// Held-back error of agg predictions by basis ([`FittedParams::held_back_error`]).
     expected_error: ErrorByBasis,
     engine: Engine,
@@ -438,7 +438,7 @@ impl<'a> Resolved<'a> {
             .as_ref()
             .and_then(|a| a.measured(&cfg.model, model, key).map(|m| (a, m)))
         {
-            Some((a, (points, twin))) => (Some((a, points)), twin.map(str::to_string)),
+            Some((a, (points, twin))) => (Some((a, points)), twin),
             None => (None, None),
         };
         Ok(Resolved {
@@ -909,7 +909,10 @@ impl<'a> Resolved<'a> {
             bottleneck: bottleneck.to_string(),
             devices: (self.tp * self.pp * self.dp) as u32,
             memory,
-            measured_as: self.measured_as.clone().filter(|_| leans_on_measurements),
+            measured_as: self
+                .measured_as
+                .filter(|_| leans_on_measurements)
+                .map(str::to_string),
             measured_deployment,
             expected_error: correct
                 .then(|| self.expected_error.for_basis(measured_deployment))
