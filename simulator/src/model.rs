@@ -665,21 +665,21 @@ impl ModelCatalog {
         self.entries
             .get(key)
             .or_else(|| {
-                self.entries
-                    .iter()
-                    .find(|(k, _)| k.eq_ignore_ascii_case(key))
-                    .map(|(_, v)| v)
-            })
-            .or_else(|| {
-                // The same architecture published with or without an `-Instruct` suffix.
-                let alt = match key.strip_suffix("-Instruct") {
-                    Some(base) => base.to_string(),
-                    None => format!("{key}-Instruct"),
+                // In any case; then the same architecture under another published name: with
+                // or without an `-Instruct` suffix, and Meta's earlier `Meta-Llama-3.1-…`
+                // repository names.
+                let renamed =
+                    |name: &str| name.to_ascii_lowercase().replace("/meta-llama-", "/llama-");
+                let base = |name: &str| {
+                    let name = renamed(name);
+                    name.strip_suffix("-instruct")
+                        .map_or(name.clone(), str::to_string)
                 };
-                self.entries
-                    .iter()
-                    .find(|(k, _)| k.eq_ignore_ascii_case(&alt))
-                    .map(|(_, v)| v)
+                let find = |same: &dyn Fn(&str) -> String| {
+                    let wanted = same(key);
+                    self.entries.iter().find(|(k, _)| same(k) == wanted)
+                };
+                find(&renamed).or_else(|| find(&base)).map(|(_, v)| v)
             })
             .or_else(|| {
                 // A bare name such as `Qwen3-8B` or a `<org>--<name>` file stem.

@@ -282,6 +282,26 @@ fn model_lookup_accepts_hf_urls_and_any_config() {
         ModelCatalog::builtin().get("qwen/qwen3-8b").unwrap().id,
         "Qwen/Qwen3-8B"
     );
+    // Another published name of the same network: Meta's earlier repository names, with or
+    // without `-Instruct`.
+    for (asked, found) in [
+        (
+            "meta-llama/Meta-Llama-3.1-70B-Instruct",
+            "meta-llama/Llama-3.1-70B-Instruct",
+        ),
+        (
+            "meta-llama/Llama-3.1-405B-Instruct",
+            "meta-llama/Meta-Llama-3.1-405B",
+        ),
+        ("Qwen/Qwen3-8B-Instruct", "Qwen/Qwen3-8B"),
+        (
+            "meta-llama/Llama-3.2-1B",
+            "meta-llama/Llama-3.2-1B-Instruct",
+        ),
+    ] {
+        assert_eq!(model(asked).unwrap().id, found, "{asked}");
+    }
+    assert!(model("meta-llama/Llama-3.1-7B").is_err());
     let text = r#"{"model_type":"llama","hidden_size":2048,"num_hidden_layers":16,"num_attention_heads":32,
         "num_key_value_heads":8,"intermediate_size":8192,"vocab_size":128256,"tie_word_embeddings":true}"#;
     let m = ModelSpec::from_config_json("meta-llama/Llama-3.2-1B", text).unwrap();
