@@ -20,13 +20,14 @@ fn main() {
     let data = args.get(1).map(String::as_str).unwrap_or("simulator/data");
     let rounds: usize = args.get(2).and_then(|r| r.parse().ok()).unwrap_or(30);
     let all = load_samples(Path::new(data)).expect("load samples");
-    // The committed split fit's choice of correction halves, and none at all.
+    // The committed split fit's choice of correction halves and anchors, and neither.
     let corrected: FittedParams = serde_json::from_str(
         &std::fs::read_to_string(Path::new(data).join(SPLIT_PARAMS_FILE)).expect("read params"),
     )
     .expect("parse params");
     let analytic = FittedParams {
         correction: None,
+        anchors: None,
         ..corrected.clone()
     };
     print_table(

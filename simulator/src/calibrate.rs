@@ -642,7 +642,9 @@ pub fn cross_validate_deployments(
 }
 
 /// Group the training agg rows by `group`; for each group refit without its rows (analytic
-/// parameters, and the halves of the learned correction `split` kept) and score them.
+/// parameters, the halves of the learned correction `split` kept, and anchors when `split`
+/// has them, which a left-out model or layout may draw on through its other layouts or a
+/// model of the same architecture) and score them.
 fn cross_validate(
     samples: &[Sample],
     split: &FittedParams,
@@ -671,6 +673,9 @@ fn cross_validate(
         let mut params = fit(&fold, "cross-validation", rounds);
         if let Some(kept) = &split.correction {
             params.correction = Some(fit_correction(&fold, &params).keeping_halves_of(kept));
+        }
+        if split.anchors.is_some() {
+            params.anchors = Some(fit_anchors(&fold, &params));
         }
         for s in fold.iter().filter(|s| !s.train) {
             if let Some((ttft, tpot)) = predict_sample(s, &params) {
@@ -1150,10 +1155,48 @@ pub fn fit_anchors(samples: &[Sample], params: &FittedParams) -> crate::params::
             .entry(s.cfg.model.clone())
             .or_insert_with(|| s.model.architecture());
     }
-    crate::params::Anchors {
+    let mut anchors = crate::params::Anchors {
         architectures,
         ..anchors_with_chosen_width(deployments)
+    };
+    anchors.layout_width = chosen_layout_width(&anchors);
+    anchors
+}
+
+/// The layout width ([`crate::params::Anchors::layout_width`]) that scores best
+/// leave-one-point-out on the anchors' own points, each predicted by the other points of its
+/// deployment (none at the same lengths and load: a repeat cannot vouch for itself) and the
+/// points of the model's other layouts; 0, its own points only, when no width helps.
+fn chosen_layout_width(anchors: &crate::params::Anchors) -> f64 {
+    let score = |anchors: &crate::params::Anchors| {
+        let (mut sum, mut n) = (0.0, 0.0_f64);
+        for (key, points) in &anchors.deployments {
+            let others = anchors.other_layouts(key);
+            for p in points {
+                let own: Vec<[f64; 5]> = points
+                    .iter()
+                    .filter(|q| q[..3] != p[..3])
+                    .copied()
+                    .collect();
+                let mut sets = vec![(1.0, own.as_slice())];
+                sets.extend(others.iter().copied());
+                let (tpot, ttft) = anchors.adjust_sets(&sets, [p[0], p[1], p[2]]);
+                sum += ((tpot - p[3]).exp() - 1.0).abs() + ((ttft - p[4]).exp() - 1.0).abs();
+                n += 1.0;
+            }
+        }
+        sum / n.max(1.0)
+    };
+    let mut trial = anchors.clone();
+    let mut best = (f64::INFINITY, 0.0);
+    for width in [0.0, 0.5, 0.75, 1.0, 1.5, 2.0] {
+        trial.layout_width = width;
+        let l = score(&trial);
+        if l < best.0 {
+            best = (l, width);
+        }
     }
+    best.1
 }
 
 /// Anchors on `deployments` with the kernel width and prior weight that score best
@@ -1176,6 +1219,7 @@ fn anchors_with_chosen_width(
     let mut anchors = Anchors {
         bandwidth: 1.0,
         prior_weight: 1.0,
+        layout_width: 0.0,
         deployments,
         architectures: BTreeMap::new(),
     };

@@ -352,10 +352,12 @@ pub const MAX_DISAGG_CORRECTION_LN: f64 = 3.0;
 /// layout) at other lengths and concurrencies: where the calibration data measured the
 /// deployment asked about, the corrected prediction is multiplied by a kernel-weighted mean of
 /// those measurements' remaining errors (the `ln(measured / corrected)` of the training rows),
-/// shrunk toward none. A model the data never measured borrows the measurements of the same
-/// deployment of a measured model with the same architecture ([`Anchors::measured`]). A
-/// deployment never measured is predicted by the model alone, so unseen architectures and
-/// layouts are unaffected.
+/// shrunk toward none. The model's other layouts on the same device, engine and precisions
+/// count too, weighted down by how far their layout is ([`Anchors::layout_width`]), so a
+/// layout the data did not measure leans on its measured neighbours. A model the data never
+/// measured on that device, engine and precisions borrows the measurements of a measured model
+/// with the same architecture ([`Anchors::measured`]). Anything else is predicted by the model
+/// alone, so unseen architectures, devices and precisions are unaffected.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Anchors {
@@ -363,13 +365,33 @@ pub struct Anchors {
     pub bandwidth: f64,
     /// Weight of "no change" against the measurements' kernel weights (which are at most 1 each).
     pub prior_weight: f64,
+    /// Kernel width over layouts, in doublings of TP, PP, attention DP, MoE TP and expert
+    /// parallelism (a dense model's MoE TP follows its TP): another layout's points weigh
+    /// `exp(-d² / 2w²)` of this layout's at `d` doublings away. Chosen by
+    /// `calibrate::fit_anchors` leave-one-point-out. 0 (disaggregated anchors, which are keyed
+    /// by configuration): only the deployment's own points count.
+    #[serde(default)]
+    pub layout_width: f64,
     /// Per deployment key ([`Anchors::key`]): `[log2 input tokens, log2 output tokens,
     /// log2 concurrency, TPOT log error, TTFT log error]` of each measured point.
     pub deployments: BTreeMap<String, Vec<[f64; 5]>>,
     /// The architecture ([`ModelSpec::architecture`]) of each measured model, by its id
-    /// (empty for disaggregated anchors, which are keyed by configuration).
+    /// (empty for disaggregated anchors).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub architectures: BTreeMap<String, String>,
+}
+
+/// The measurements a prediction's anchors draw on ([`Anchors::measured`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Measured<'a> {
+    /// Sets of measured points, each with its layout weight: the deployment's own points
+    /// (weight 1), then its other layouts' ([`Anchors::layout_width`]).
+    pub sets: Vec<(f64, &'a [[f64; 5]])>,
+    /// The points of this very deployment, when it was measured.
+    pub exact: Option<&'a [[f64; 5]]>,
+    /// The measured model of the same architecture the points come from, when it is not the
+    /// model asked about.
+    pub twin: Option<&'a str>,
 }
 
 impl Anchors {
@@ -389,20 +411,30 @@ impl Anchors {
         )
     }
 
-    /// The measured points of a deployment of the model `id` (whose architecture is `model`;
-    /// `key` builds the key of this deployment for a model id), and the id of the measured
-    /// model they come from when that is another: the model's own points when the data
-    /// measured this deployment of it, otherwise those of the measured model of the same
-    /// architecture with the most points of this deployment (DeepSeek-R1's for DeepSeek-V3,
-    /// `Llama-3.1-70B`'s for `Llama-3.1-70B-Instruct`).
+    /// What a deployment of the model `id` (whose architecture is `model`; `key` builds the
+    /// key of this deployment for a model id) leans on: the model's own measurements of this
+    /// deployment and of its other layouts ([`Anchors::other_layouts`]) when the data has any;
+    /// otherwise those of the measured model of the same architecture that has this
+    /// deployment, or else the most points of its other layouts (DeepSeek-R1's for
+    /// DeepSeek-V3, `Llama-3.1-70B`'s for `Llama-3.1-70B-Instruct`); `None` when neither has.
     pub fn measured<'a>(
         &'a self,
         id: &str,
         model: &ModelSpec,
         key: impl Fn(&str) -> String,
-    ) -> Option<(&'a [[f64; 5]], Option<&'a str>)> {
-        if let Some(points) = self.deployments.get(&key(id)) {
-            return Some((points, None));
+    ) -> Option<Measured<'a>> {
+        let of = |model_id: &str, twin: Option<&'a str>| {
+            let key = key(model_id);
+            let exact = self.deployments.get(&key).map(Vec::as_slice);
+            let sets: Vec<(f64, &'a [[f64; 5]])> = exact
+                .map(|points| (1.0, points))
+                .into_iter()
+                .chain(self.other_layouts(&key))
+                .collect();
+            (!sets.is_empty()).then_some(Measured { sets, exact, twin })
+        };
+        if let Some(own) = of(id, None) {
+            return Some(own);
         }
         if self.architectures.is_empty() {
             return None;
@@ -419,9 +451,46 @@ impl Anchors {
         self.architectures
             .iter()
             .filter(|(twin, a)| *a == architecture && !twin.eq_ignore_ascii_case(id))
-            .filter_map(|(twin, _)| Some((self.deployments.get(&key(twin))?, twin.as_str())))
-            .max_by_key(|(points, _)| points.len())
-            .map(|(points, id)| (points.as_slice(), Some(id)))
+            .filter_map(|(twin, _)| of(twin, Some(twin.as_str())))
+            .max_by_key(|m| {
+                let points: usize = m.sets.iter().map(|(_, p)| p.len()).sum();
+                (m.exact.map_or(0, <[_]>::len), points)
+            })
+    }
+
+    /// The measured points of the other layouts of the deployment `key` (the same model,
+    /// device, engine and precisions), each with its layout weight ([`Anchors::layout_width`];
+    /// layouts weighing less than 1/1000 are left out).
+    pub fn other_layouts(&self, key: &str) -> Vec<(f64, &[[f64; 5]])> {
+        let Some((group, layout)) = key.split_once(" tp") else {
+            return Vec::new();
+        };
+        if self.layout_width <= 0.0 {
+            return Vec::new();
+        }
+        let doublings = |layout: &str| {
+            // `4 pp1 dp1 moetp4 ep1`, after the `tp` of the key.
+            layout
+                .split(' ')
+                .map(|part| {
+                    let digits = part.trim_start_matches(|c: char| !c.is_ascii_digit());
+                    digits.parse::<f64>().unwrap_or(1.0).max(1.0).log2()
+                })
+                .collect::<Vec<f64>>()
+        };
+        let own = doublings(layout);
+        let start = format!("{group} tp");
+        self.deployments
+            .range(start.clone()..)
+            .take_while(|(k, _)| k.starts_with(&start))
+            .filter(|(k, _)| k.as_str() != key)
+            .filter_map(|(k, points)| {
+                let other = doublings(&k[start.len()..]);
+                let d2: f64 = own.iter().zip(&other).map(|(a, b)| (a - b).powi(2)).sum();
+                let weight = (-d2 / (2.0 * self.layout_width * self.layout_width)).exp();
+                (weight >= 1e-3).then_some((weight, points.as_slice()))
+            })
+            .collect()
     }
 
     /// Where a workload sits among a deployment's points: log2 of input tokens, output
@@ -442,16 +511,33 @@ impl Anchors {
         self.adjust_except(points, at, false)
     }
 
+    /// [`Anchors::adjust`] over sets of points, each set's kernel weights scaled by its weight
+    /// ([`Measured::sets`]).
+    pub fn adjust_sets(&self, sets: &[(f64, &[[f64; 5]])], at: [f64; 3]) -> (f64, f64) {
+        self.shrunk_mean(sets.iter().flat_map(|(set_weight, points)| {
+            points
+                .iter()
+                .map(move |p| (set_weight * self.weight(squared_distance(p, at)), p))
+        }))
+    }
+
     /// [`Anchors::adjust`], optionally ignoring points measured exactly at `at` (to score the
     /// anchors on their own measurements, leave-one-point-out).
     pub fn adjust_except(&self, points: &[[f64; 5]], at: [f64; 3], skip_same: bool) -> (f64, f64) {
+        self.shrunk_mean(
+            points
+                .iter()
+                .map(|p| (squared_distance(p, at), p))
+                .filter(|(d2, _)| !(skip_same && *d2 < 1e-12))
+                .map(|(d2, p)| (self.weight(d2), p)),
+        )
+    }
+
+    /// The weighted mean log errors (TPOT, TTFT) of measured points, shrunk toward none by
+    /// the prior weight.
+    fn shrunk_mean<'p>(&self, weighted: impl Iterator<Item = (f64, &'p [f64; 5])>) -> (f64, f64) {
         let (mut w_sum, mut tpot, mut ttft) = (0.0, 0.0, 0.0);
-        for p in points {
-            let d2 = squared_distance(p, at);
-            if skip_same && d2 < 1e-12 {
-                continue;
-            }
-            let w = self.weight(d2);
+        for (w, p) in weighted {
             w_sum += w;
             tpot += w * p[3];
             ttft += w * p[4];

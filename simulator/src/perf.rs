@@ -13,7 +13,7 @@ use crate::hardware::{Accelerator, DeviceKind, accelerator};
 use crate::model::{AttentionKind, ModelSpec, model};
 use crate::params::{
     Anchors, Correction, EngineParams, ErrorByBasis, ExpectedError, FittedParams,
-    MAX_CORRECTION_LN, ReleaseScale,
+    MAX_CORRECTION_LN, Measured, ReleaseScale,
 };
 use crate::precision::{Engine, Precision};
 use serde::{Deserialize, Serialize};
@@ -244,11 +244,9 @@ pub struct Resolved<'a> {
     correction: Option<&'a Correction>,
     /// Key of this deployment among the anchors ([`Anchors::key`]).
     pub deployment: String,
-    /// The anchors and this deployment's measured points, when it was measured.
-    anchors: Option<(&'a Anchors, &'a [[f64; 5]])>,
-    /// The measured model of the same architecture whose points `anchors` holds, when the
-    /// data measured this deployment of that model but not of this one ([`Anchors::measured`]).
-    measured_as: Option<&'a str>,
+    /// The anchors and the measurements they hold of this deployment, of its other layouts
+    /// or of those of a model of the same architecture ([`Anchors::measured`]).
+    anchors: Option<(&'a Anchors, Measured<'a>)>,
     /// Held-back error of agg predictions by basis ([`FittedParams::held_back_error`]).
     expected_error: ErrorByBasis,
     engine: Engine,
@@ -433,20 +431,15 @@ impl<'a> Resolved<'a> {
             )
         };
         let deployment = key(&cfg.model);
-        let (anchors, measured_as) = match params
+        let anchors = params
             .anchors
             .as_ref()
-            .and_then(|a| a.measured(&cfg.model, model, key).map(|m| (a, m)))
-        {
-            Some((a, (points, twin))) => (Some((a, points)), twin),
-            None => (None, None),
-        };
+            .and_then(|a| a.measured(&cfg.model, model, key).map(|m| (a, m)));
         Ok(Resolved {
             model,
             acc,
             deployment,
             anchors,
-            measured_as,
             p: params.engine(&params_key(cfg.engine, acc.kind, model.is_moe())),
             scale: params.scale(&acc.id),
             release: params.release(cfg.engine, cfg.engine_version.as_deref()),
@@ -865,16 +858,22 @@ impl<'a> Resolved<'a> {
                 .exp();
         }
         let at = Anchors::at(w.input_tokens, w.output_tokens, w.concurrency);
-        let (anchor_tpot, anchor_ttft) = match self.anchors {
-            Some((a, points)) if correct => a.adjust(points, at),
+        let (anchor_tpot, anchor_ttft) = match &self.anchors {
+            Some((a, m)) if correct => a.adjust_sets(&m.sets, at),
             _ => (0.0, 0.0),
         };
-        let leans_on_measurements = correct
-            && self
-                .anchors
-                .is_some_and(|(a, points)| a.leans_on(points, at));
-        // A twin's measurements are not this model's: its expected error stays the model's.
-        let measured_deployment = leans_on_measurements && self.measured_as.is_none();
+        // Only this model's own measurements of this very deployment make it a measured one:
+        // another layout's or a twin's keep the model's basis and expected error.
+        let measured_deployment = correct
+            && self.anchors.as_ref().is_some_and(|(a, m)| {
+                m.twin.is_none() && m.exact.is_some_and(|points| a.leans_on(points, at))
+            });
+        let measured_as = self
+            .anchors
+            .as_ref()
+            .filter(|(a, m)| correct && m.exact.is_some_and(|points| a.leans_on(points, at)))
+            .and_then(|(_, m)| m.twin)
+            .map(str::to_string);
         tpot *= anchor_tpot.exp();
         let decode_time = (osl - 1.0).max(0.0) * tpot;
         let cycle = ttft_run + decode_time;
@@ -909,10 +908,7 @@ impl<'a> Resolved<'a> {
             bottleneck: bottleneck.to_string(),
             devices: (self.tp * self.pp * self.dp) as u32,
             memory,
-            measured_as: self
-                .measured_as
-                .filter(|_| leans_on_measurements)
-                .map(str::to_string),
+            measured_as,
             measured_deployment,
             expected_error: correct
                 .then(|| self.expected_error.for_basis(measured_deployment))

@@ -21,7 +21,7 @@ use std::path::Path;
 const TARGET_TPOT_MAPE_MAX: f64 = 12.0;
 const TARGET_TTFT_MAPE_MAX: f64 = 20.0;
 /// All held-back agg rows, the whole held-back models included.
-const TPOT_MAPE_MAX: f64 = 14.0;
+const TPOT_MAPE_MAX: f64 = 13.5;
 const TTFT_MAPE_MAX: f64 = 28.0;
 const CPU_TPOT_MAPE_MAX: f64 = 12.0;
 /// Held-back disaggregated rows (analytic alone: TTFT 74.1 %, TPOT 48.0 %).
@@ -201,7 +201,7 @@ fn expected_error_is_the_held_back_error_by_basis() {
 /// Published maximum-load throughput that no fit sees (TensorRT-LLM 1.0's `trtllm-bench`
 /// tables for dense Llama models on H100 and H200, `public_anchors.csv`): every point is
 /// predicted, by the model alone, and the shipped parameters stay within 20 % on average
-/// (15.7 % when committed).
+/// (17.1 % when committed).
 #[test]
 fn published_maximum_load_throughput_is_within_twenty_percent() {
     let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("data");

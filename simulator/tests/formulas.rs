@@ -492,6 +492,7 @@ fn anchors_average_nearby_measurements_of_the_same_deployment() {
     let mut anchors = Anchors {
         bandwidth: 1.0,
         prior_weight: 0.5,
+        layout_width: 0.0,
         deployments: BTreeMap::new(),
         architectures: BTreeMap::new(),
     };
@@ -587,6 +588,7 @@ fn a_model_never_measured_leans_on_a_measured_model_of_its_architecture() {
     params.anchors = Some(Anchors {
         bandwidth: 1.0,
         prior_weight: 1.0,
+        layout_width: 0.0,
         deployments: BTreeMap::from([(key, vec![[10.0, 8.0, 4.0, 0.3, 0.0]])]),
         architectures: BTreeMap::from([(base.id.clone(), base.architecture())]),
     });
@@ -616,6 +618,22 @@ fn a_model_never_measured_leans_on_a_measured_model_of_its_architecture() {
     let small = model("meta-llama/Llama-3.1-8B-Instruct").unwrap();
     let p = predict_with(&config(&small.id), small, h100, &params, &w).unwrap();
     assert!(p.measured_as.is_none());
+
+    // With a layout width of one doubling, TP 2 leans on the TP 4 measurement, one doubling
+    // of TP and one of MoE TP (a dense model's follows its TP) away: weight e^(−2/2).
+    params.anchors.as_mut().unwrap().layout_width = 1.0;
+    let mut base_tp2 = config(&base.id);
+    base_tp2.tp = 2;
+    let plain = predict_with(&base_tp2, base, h100, &FittedParams::default(), &w).unwrap();
+    let neighbour = predict_with(&base_tp2, base, h100, &params, &w).unwrap();
+    let weight = (-1.0f64).exp();
+    let shift = 0.3 * weight / (weight + 1.0);
+    assert!(close(neighbour.tpot_ms, plain.tpot_ms * shift.exp(), 1e-9));
+    // Another layout's measurements do not make the deployment a measured one.
+    assert!(!neighbour.measured_deployment && neighbour.measured_as.is_none());
+    // The fine-tune's TP 2 borrows the same through its base model.
+    let instruct_tp2 = predict_with(&tp2, instruct, h100, &params, &w).unwrap();
+    assert_eq!(instruct_tp2.tpot_ms, neighbour.tpot_ms);
 }
 
 #[test]
@@ -667,6 +685,7 @@ fn disaggregated_correction_multiplies_bounded_and_anchors_its_configuration() {
     disagg.anchors = Some(Anchors {
         bandwidth: 1.0,
         prior_weight: 1.0,
+        layout_width: 0.0,
         deployments: BTreeMap::from([(
             plain.deployment.clone(),
             vec![[plain.at[0], plain.at[1], plain.at[2], 0.2, 0.8]],
