@@ -864,15 +864,15 @@ impl<'a> Resolved<'a> {
         };
         // Only this model's own measurements of this very deployment make it a measured one:
         // another layout's or a twin's keep the model's basis and expected error.
-        let measured_deployment = correct
-            && self.anchors.as_ref().is_some_and(|(a, m)| {
-                m.twin.is_none() && m.exact.is_some_and(|points| a.leans_on(points, at))
-            });
-        let measured_as = self
-            .anchors
-            .as_ref()
-            .filter(|(a, m)| correct && m.exact.is_some_and(|points| a.leans_on(points, at)))
-            .and_then(|(_, m)| m.twin)
+        let leans_on_this_deployment = correct
+            && self
+                .anchors
+                .as_ref()
+                .is_some_and(|(a, m)| m.exact.is_some_and(|points| a.leans_on(points, at)));
+        let twin = self.anchors.as_ref().and_then(|(_, m)| m.twin);
+        let measured_deployment = leans_on_this_deployment && twin.is_none();
+        let measured_as = twin
+            .filter(|_| leans_on_this_deployment)
             .map(str::to_string);
         tpot *= anchor_tpot.exp();
         let decode_time = (osl - 1.0).max(0.0) * tpot;
