@@ -1,16 +1,14 @@
 //! What a model the data never measured gains from the measurements of a model with the same
 //! architecture ([`bud_simulator::params::Anchors::measured`]), scored on the training rows
 //! only: each training model that shares its architecture with another training model is left
-//! out, the fit (analytic parameters, the committed split's correction halves, anchors) is
-//! redone without its rows, and its rows at deployments a twin measured are predicted with the
+//! out, the fit is redone without its rows as the cross-validations do
+//! ([`bud_simulator::calibrate::refit_as`]), and its rows at deployments a twin measured are predicted with the
 //! twin's anchors and without them (the model alone). Rows whose very measurement the data
 //! also records under the twin's name (same deployment, lengths, users, TTFT and TPOT) are
 //! counted apart: for them the twin's anchors are the answer itself.
 //! `cargo run --release -p bud-simulator --example twins -- [DATA] [ROUNDS]`
 
-use bud_simulator::calibrate::{
-    SPLIT_PARAMS_FILE, Sample, fit, fit_anchors, fit_correction, load_samples,
-};
+use bud_simulator::calibrate::{SPLIT_PARAMS_FILE, Sample, load_samples, refit_as};
 use bud_simulator::hardware::HardwareCatalog;
 use bud_simulator::params::FittedParams;
 use bud_simulator::perf::{Prediction, Resolved};
@@ -53,12 +51,7 @@ fn main() {
                     ..s.clone()
                 })
                 .collect();
-            let mut with_twins = fit(&fold, "twins", rounds);
-            if let Some(kept) = &split.correction {
-                with_twins.correction =
-                    Some(fit_correction(&fold, &with_twins).keeping_halves_of(kept));
-            }
-            with_twins.anchors = Some(fit_anchors(&fold, &with_twins));
+            let with_twins = refit_as(&fold, &split, "twins", rounds);
             let mut alone = with_twins.clone();
             alone.anchors = None;
             let twins_measured: BTreeSet<String> = training()

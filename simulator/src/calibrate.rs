@@ -641,10 +641,28 @@ pub fn cross_validate_deployments(
     })
 }
 
-/// Group the training agg rows by `group`; for each group refit without its rows (analytic
-/// parameters, the halves of the learned correction `split` kept, and anchors when `split`
-/// has them, which a left-out model or layout may draw on through its other layouts or a
-/// model of the same architecture) and score them.
+/// Refit on the training rows of `samples` with the choices `split` made: the analytic
+/// parameters, the halves of the learned correction it kept, and anchors when it has them
+/// (which a model or layout left out of `samples` may still draw on, through its other
+/// layouts or a model of the same architecture).
+pub fn refit_as(
+    samples: &[Sample],
+    split: &FittedParams,
+    command: &str,
+    rounds: usize,
+) -> FittedParams {
+    let mut params = fit(samples, command, rounds);
+    if let Some(kept) = &split.correction {
+        params.correction = Some(fit_correction(samples, &params).keeping_halves_of(kept));
+    }
+    if split.anchors.is_some() {
+        params.anchors = Some(fit_anchors(samples, &params));
+    }
+    params
+}
+
+/// Group the training agg rows by `group`; for each group refit without its rows
+/// ([`refit_as`]) and score them.
 fn cross_validate(
     samples: &[Sample],
     split: &FittedParams,
@@ -670,13 +688,7 @@ fn cross_validate(
                 ..(*s).clone()
             })
             .collect();
-        let mut params = fit(&fold, "cross-validation", rounds);
-        if let Some(kept) = &split.correction {
-            params.correction = Some(fit_correction(&fold, &params).keeping_halves_of(kept));
-        }
-        if split.anchors.is_some() {
-            params.anchors = Some(fit_anchors(&fold, &params));
-        }
+        let params = refit_as(&fold, split, "cross-validation", rounds);
         for s in fold.iter().filter(|s| !s.train) {
             if let Some((ttft, tpot)) = predict_sample(s, &params) {
                 let pair = (ttft, s.ttft_ms, tpot, s.tpot_ms);
