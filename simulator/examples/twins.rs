@@ -8,10 +8,10 @@
 //! counted apart: for them the twin's anchors are the answer itself.
 //! `cargo run --release -p bud-simulator --example twins -- [DATA] [ROUNDS]`
 
-use bud_simulator::calibrate::{SPLIT_PARAMS_FILE, Sample, load_samples, refit_as};
-use bud_simulator::hardware::HardwareCatalog;
+use bud_simulator::calibrate::{
+    SPLIT_PARAMS_FILE, Sample, load_samples, predict_agg_sample, refit_as,
+};
 use bud_simulator::params::FittedParams;
-use bud_simulator::perf::{Prediction, Resolved};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
@@ -60,8 +60,10 @@ fn main() {
                 .collect();
             let (mut rows, mut repeated, mut pairs) = (0, 0, Vec::new());
             for s in training().filter(|s| s.cfg.model == left_out) {
-                let (Some(twin), Some(model_alone)) = (predict(s, &with_twins), predict(s, &alone))
-                else {
+                let (Some(twin), Some(model_alone)) = (
+                    predict_agg_sample(s, &with_twins),
+                    predict_agg_sample(s, &alone),
+                ) else {
                     continue;
                 };
                 if twin.measured_as.is_none() {
@@ -89,17 +91,6 @@ fn main() {
         "| **all (row-weighted)** | | | {a:.1} / {b:.1} ({} rows) | {c:.1} / {d:.1} |",
         all.len()
     );
-}
-
-/// The corrected prediction of a row, with what it leans on (none where it does not fit,
-/// as in the accuracy report).
-fn predict(s: &Sample, params: &FittedParams) -> Option<Prediction> {
-    let acc = HardwareCatalog::builtin().get(&s.cfg.accelerator).ok()?;
-    Resolved::new(&s.cfg, &s.model, acc, params)
-        .ok()?
-        .predict(&s.workload)
-        .ok()
-        .filter(|p| p.memory.fits)
 }
 
 /// Absolute percentage error.

@@ -221,15 +221,18 @@ pub fn predict_sample_and_basis(s: &Sample, params: &FittedParams) -> Option<(f6
                 Some((p.ttft_ms, p.tpot_ms, false))
             });
     }
-    let acc = hw.get(&s.cfg.accelerator).ok()?;
-    let p = Resolved::new(&s.cfg, &s.model, acc, params)
+    predict_agg_sample(s, params).map(|p| (p.ttft_ms, p.tpot_ms, p.measured_deployment))
+}
+
+/// The whole prediction of an agg sample, or `None` where it cannot be made or, like
+/// `bud-sim predict`, where the model says the configuration does not fit.
+pub fn predict_agg_sample(s: &Sample, params: &FittedParams) -> Option<crate::perf::Prediction> {
+    let acc = HardwareCatalog::builtin().get(&s.cfg.accelerator).ok()?;
+    Resolved::new(&s.cfg, &s.model, acc, params)
         .ok()?
         .predict(&s.workload)
-        .ok()?;
-    // Like `bud-sim predict`: a configuration the model says does not fit is not predicted.
-    p.memory
-        .fits
-        .then_some((p.ttft_ms, p.tpot_ms, p.measured_deployment))
+        .ok()
+        .filter(|p| p.memory.fits)
 }
 
 fn loss(samples: &[&Sample], params: &FittedParams) -> f64 {
@@ -1185,14 +1188,7 @@ fn chosen_layout_width(anchors: &crate::params::Anchors) -> f64 {
         for (key, points) in &anchors.deployments {
             let others = anchors.other_layouts(key);
             for p in points {
-                let own: Vec<[f64; 5]> = points
-                    .iter()
-                    .filter(|q| q[..3] != p[..3])
-                    .copied()
-                    .collect();
-                let mut sets = vec![(1.0, own.as_slice())];
-                sets.extend(others.iter().copied());
-                let (tpot, ttft) = anchors.adjust_sets(&sets, [p[0], p[1], p[2]]);
+                let (tpot, ttft) = anchors.adjust_except(points, &others, [p[0], p[1], p[2]], true);
                 sum += ((tpot - p[3]).exp() - 1.0).abs() + ((ttft - p[4]).exp() - 1.0).abs();
                 n += 1.0;
             }
@@ -1221,7 +1217,7 @@ fn anchors_with_chosen_width(
         let (mut sum, mut n) = (0.0, 0.0_f64);
         for points in anchors.deployments.values() {
             for p in points {
-                let (tpot, ttft) = anchors.adjust_except(points, [p[0], p[1], p[2]], true);
+                let (tpot, ttft) = anchors.adjust_except(points, &[], [p[0], p[1], p[2]], true);
                 sum += ((tpot - p[3]).exp() - 1.0).abs() + ((ttft - p[4]).exp() - 1.0).abs();
                 n += 1.0;
             }

@@ -384,11 +384,11 @@ pub struct Anchors {
 /// The measurements a prediction's anchors draw on ([`Anchors::measured`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Measured<'a> {
-    /// Sets of measured points, each with its layout weight: the deployment's own points
-    /// (weight 1), then its other layouts' ([`Anchors::layout_width`]).
-    pub sets: Vec<(f64, &'a [[f64; 5]])>,
     /// The points of this very deployment, when it was measured.
     pub exact: Option<&'a [[f64; 5]]>,
+    /// The points of its other layouts, each set with its layout weight
+    /// ([`Anchors::other_layouts`]).
+    pub other_layouts: Vec<(f64, &'a [[f64; 5]])>,
     /// The measured model of the same architecture the points come from, when it is not the
     /// model asked about.
     pub twin: Option<&'a str>,
@@ -426,12 +426,12 @@ impl Anchors {
         let of = |model_id: &str, twin: Option<&'a str>| {
             let key = key(model_id);
             let exact = self.deployments.get(&key).map(Vec::as_slice);
-            let sets: Vec<(f64, &'a [[f64; 5]])> = exact
-                .map(|points| (1.0, points))
-                .into_iter()
-                .chain(self.other_layouts(&key))
-                .collect();
-            (!sets.is_empty()).then_some(Measured { sets, exact, twin })
+            let other_layouts = self.other_layouts(&key);
+            (exact.is_some() || !other_layouts.is_empty()).then_some(Measured {
+                exact,
+                other_layouts,
+                twin,
+            })
         };
         if let Some(own) = of(id, None) {
             return Some(own);
@@ -453,8 +453,9 @@ impl Anchors {
             .filter(|(twin, a)| *a == architecture && !twin.eq_ignore_ascii_case(id))
             .filter_map(|(twin, _)| of(twin, Some(twin.as_str())))
             .max_by_key(|m| {
-                let points: usize = m.sets.iter().map(|(_, p)| p.len()).sum();
-                (m.exact.map_or(0, <[_]>::len), points)
+                let exact = m.exact.map_or(0, <[_]>::len);
+                let others: usize = m.other_layouts.iter().map(|(_, p)| p.len()).sum();
+                (exact, exact + others)
             })
     }
 
@@ -508,36 +509,32 @@ impl Anchors {
 
     /// Log-error adjustments (TPOT, TTFT) at a point of a deployment's measurements.
     pub fn adjust(&self, points: &[[f64; 5]], at: [f64; 3]) -> (f64, f64) {
-        self.adjust_except(points, at, false)
+        self.adjust_except(points, &[], at, false)
     }
 
-    /// [`Anchors::adjust`] over sets of points, each set's kernel weights scaled by its weight
-    /// ([`Measured::sets`]).
-    pub fn adjust_sets(&self, sets: &[(f64, &[[f64; 5]])], at: [f64; 3]) -> (f64, f64) {
-        self.shrunk_mean(sets.iter().flat_map(|(set_weight, points)| {
+    /// [`Anchors::adjust`] with the points of the deployment's other layouts too, each set's
+    /// kernel weights scaled by its layout weight ([`Anchors::other_layouts`]), optionally
+    /// ignoring the deployment's own points measured exactly at `at` (to score the anchors on
+    /// their own measurements, leave-one-point-out; another layout's point there stays).
+    pub fn adjust_except(
+        &self,
+        points: &[[f64; 5]],
+        other_layouts: &[(f64, &[[f64; 5]])],
+        at: [f64; 3],
+        skip_same: bool,
+    ) -> (f64, f64) {
+        let own = points
+            .iter()
+            .map(|p| (1.0, squared_distance(p, at), p))
+            .filter(|(_, d2, _)| !(skip_same && *d2 < 1e-12));
+        let others = other_layouts.iter().flat_map(|(layout_weight, points)| {
             points
                 .iter()
-                .map(move |p| (set_weight * self.weight(squared_distance(p, at)), p))
-        }))
-    }
-
-    /// [`Anchors::adjust`], optionally ignoring points measured exactly at `at` (to score the
-    /// anchors on their own measurements, leave-one-point-out).
-    pub fn adjust_except(&self, points: &[[f64; 5]], at: [f64; 3], skip_same: bool) -> (f64, f64) {
-        self.shrunk_mean(
-            points
-                .iter()
-                .map(|p| (squared_distance(p, at), p))
-                .filter(|(d2, _)| !(skip_same && *d2 < 1e-12))
-                .map(|(d2, p)| (self.weight(d2), p)),
-        )
-    }
-
-    /// The weighted mean log errors (TPOT, TTFT) of measured points, shrunk toward none by
-    /// the prior weight.
-    fn shrunk_mean<'p>(&self, weighted: impl Iterator<Item = (f64, &'p [f64; 5])>) -> (f64, f64) {
+                .map(move |p| (*layout_weight, squared_distance(p, at), p))
+        });
         let (mut w_sum, mut tpot, mut ttft) = (0.0, 0.0, 0.0);
-        for (w, p) in weighted {
+        for (layout_weight, d2, p) in own.chain(others) {
+            let w = layout_weight * self.weight(d2);
             w_sum += w;
             tpot += w * p[3];
             ttft += w * p[4];

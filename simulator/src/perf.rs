@@ -859,7 +859,9 @@ impl<'a> Resolved<'a> {
         }
         let at = Anchors::at(w.input_tokens, w.output_tokens, w.concurrency);
         let (anchor_tpot, anchor_ttft) = match &self.anchors {
-            Some((a, m)) if correct => a.adjust_sets(&m.sets, at),
+            Some((a, m)) if correct => {
+                a.adjust_except(m.exact.unwrap_or_default(), &m.other_layouts, at, false)
+            }
             _ => (0.0, 0.0),
         };
         // Only this model's own measurements of this very deployment make it a measured one:

@@ -500,7 +500,7 @@ fn anchors_average_nearby_measurements_of_the_same_deployment() {
     let (tpot, ttft) = anchors.adjust(&points, [10.0, 8.0, 4.0]);
     assert!(close(tpot, 0.3 / denominator, 1e-9) && close(ttft, -0.2 / denominator, 1e-9));
     // Leave-one-point-out ignores the point measured exactly there.
-    let (tpot, _) = anchors.adjust_except(&points, [10.0, 8.0, 4.0], true);
+    let (tpot, _) = anchors.adjust_except(&points, &[], [10.0, 8.0, 4.0], true);
     assert_eq!(tpot, 0.0);
 
     // Applied to the deployment measured (Qwen3-8B, H100, vLLM, TP 2) at 1,024 / 256 tokens
