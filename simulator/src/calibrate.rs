@@ -1140,9 +1140,9 @@ pub fn fit_correction(samples: &[Sample], params: &FittedParams) -> crate::param
 }
 
 /// Fit the anchors ([`crate::params::Anchors`]) on the training rows' remaining log errors
-/// under `params` (analytic model and correction). The kernel width and the prior weight are
-/// chosen on the training rows alone, each row scored by the other points of its deployment
-/// (leave-one-point-out, so a repeated measurement cannot vouch for itself).
+/// under `params` (analytic model and correction). The kernel width, the prior weight, the
+/// layout width and the spread discount are chosen on the training rows alone, each row scored
+/// by the other points of its deployment ([`leave_one_point_out_error`]).
 pub fn fit_anchors(samples: &[Sample], params: &FittedParams) -> crate::params::Anchors {
     let hw = HardwareCatalog::builtin();
     let mut deployments: BTreeMap<String, Vec<[f64; 5]>> = BTreeMap::new();
@@ -1174,75 +1174,78 @@ pub fn fit_anchors(samples: &[Sample], params: &FittedParams) -> crate::params::
         architectures,
         ..anchors_with_chosen_width(deployments)
     };
-    anchors.layout_width = chosen_layout_width(&anchors);
+    // 0: a deployment's own points only, when no width helps.
+    anchors.layout_width = best_on_grid(&anchors, &[0.0, 0.5, 0.75, 1.0, 1.5, 2.0], |a, w| {
+        a.layout_width = w
+    });
+    anchors.spread_discount = chosen_spread_discount(&anchors);
     anchors
 }
 
-/// The layout width ([`crate::params::Anchors::layout_width`]) that scores best
-/// leave-one-point-out on the anchors' own points, each predicted by the other points of its
-/// deployment (none at the same lengths and load: a repeat cannot vouch for itself) and the
-/// points of the model's other layouts; 0, its own points only, when no width helps.
-fn chosen_layout_width(anchors: &crate::params::Anchors) -> f64 {
-    let score = |anchors: &crate::params::Anchors| {
-        let (mut sum, mut n) = (0.0, 0.0_f64);
-        for (key, points) in &anchors.deployments {
-            let others = anchors.other_layouts(key);
-            for p in points {
-                let (tpot, ttft) = anchors.adjust_except(points, &others, [p[0], p[1], p[2]], true);
-                sum += ((tpot - p[3]).exp() - 1.0).abs() + ((ttft - p[4]).exp() - 1.0).abs();
-                n += 1.0;
-            }
-        }
-        sum / n.max(1.0)
-    };
+/// The share of the measurements' spread the anchors take off
+/// ([`crate::params::Anchors::spread_discount`]) that scores best leave-one-point-out.
+fn chosen_spread_discount(anchors: &crate::params::Anchors) -> f64 {
+    best_on_grid(anchors, &[0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0], |a, d| {
+        a.spread_discount = d
+    })
+}
+
+/// The value from `grid` (set on a copy of `anchors` by `set`) whose anchors score best
+/// leave-one-point-out ([`leave_one_point_out_error`]); the first of equals.
+fn best_on_grid<T: Copy>(
+    anchors: &crate::params::Anchors,
+    grid: &[T],
+    set: impl Fn(&mut crate::params::Anchors, T),
+) -> T {
     let mut trial = anchors.clone();
-    let mut best = (f64::INFINITY, 0.0);
-    for width in [0.0, 0.5, 0.75, 1.0, 1.5, 2.0] {
-        trial.layout_width = width;
-        let l = score(&trial);
-        if l < best.0 {
-            best = (l, width);
+    let mut best = (f64::INFINITY, grid[0]);
+    for &value in grid {
+        set(&mut trial, value);
+        let error = leave_one_point_out_error(&trial);
+        if error < best.0 {
+            best = (error, value);
         }
     }
     best.1
 }
 
+/// The anchors' TPOT plus TTFT mean absolute percentage error on their own points, each
+/// predicted by the other points of its deployment (none at the same lengths and load: a
+/// repeated measurement cannot vouch for itself) and the points of the model's other layouts.
+fn leave_one_point_out_error(anchors: &crate::params::Anchors) -> f64 {
+    let (mut sum, mut n) = (0.0, 0.0_f64);
+    for (key, points) in &anchors.deployments {
+        let others = anchors.other_layouts(key);
+        for p in points {
+            let (tpot, ttft) = anchors.adjust_except(points, &others, [p[0], p[1], p[2]], true);
+            sum += ((tpot - p[3]).exp() - 1.0).abs() + ((ttft - p[4]).exp() - 1.0).abs();
+            n += 1.0;
+        }
+    }
+    sum / n.max(1.0)
+}
+
 /// Anchors on `deployments` with the kernel width and prior weight that score best
-/// leave-one-point-out on those same points (a repeated measurement cannot vouch for itself).
+/// leave-one-point-out on those same points, no other layouts and no spread discount.
 fn anchors_with_chosen_width(
     deployments: BTreeMap<String, Vec<[f64; 5]>>,
 ) -> crate::params::Anchors {
-    use crate::params::Anchors;
-    let score = |anchors: &Anchors| {
-        let (mut sum, mut n) = (0.0, 0.0_f64);
-        for points in anchors.deployments.values() {
-            for p in points {
-                let (tpot, ttft) = anchors.adjust_except(points, &[], [p[0], p[1], p[2]], true);
-                sum += ((tpot - p[3]).exp() - 1.0).abs() + ((ttft - p[4]).exp() - 1.0).abs();
-                n += 1.0;
-            }
-        }
-        sum / n.max(1.0)
-    };
-    let mut anchors = Anchors {
+    let mut anchors = crate::params::Anchors {
         bandwidth: 1.0,
         prior_weight: 1.0,
         layout_width: 0.0,
+        spread_discount: 0.0,
         deployments,
         architectures: BTreeMap::new(),
     };
-    let mut best = (f64::INFINITY, 1.0, 1.0);
-    for bandwidth in [0.5, 1.0, 2.0] {
-        for prior_weight in [0.25, 0.5, 1.0, 2.0, 4.0] {
-            anchors.bandwidth = bandwidth;
-            anchors.prior_weight = prior_weight;
-            let l = score(&anchors);
-            if l < best.0 {
-                best = (l, bandwidth, prior_weight);
-            }
-        }
-    }
-    (_, anchors.bandwidth, anchors.prior_weight) = best;
+    let grid: Vec<(f64, f64)> = [0.5, 1.0, 2.0]
+        .into_iter()
+        .flat_map(|width| [0.25, 0.5, 1.0, 2.0, 4.0].map(|weight| (width, weight)))
+        .collect();
+    (anchors.bandwidth, anchors.prior_weight) = best_on_grid(&anchors, &grid, |a, (w, p)| {
+        a.bandwidth = w;
+        a.prior_weight = p;
+    });
     anchors
 }
 
@@ -1309,7 +1312,9 @@ pub fn fit_disagg_anchors(
         );
         deployments.entry(a.deployment).or_default().push(point);
     }
-    anchors_with_chosen_width(deployments)
+    let mut anchors = anchors_with_chosen_width(deployments);
+    anchors.spread_discount = chosen_spread_discount(&anchors);
+    anchors
 }
 
 /// ln(measured / predicted), clamped to the disaggregated correction's bound.

@@ -352,7 +352,7 @@ pub const MAX_DISAGG_CORRECTION_LN: f64 = 3.0;
 /// layout) at other lengths and concurrencies: where the calibration data measured the
 /// deployment asked about, the corrected prediction is multiplied by a kernel-weighted mean of
 /// those measurements' remaining errors (the `ln(measured / corrected)` of the training rows),
-/// shrunk toward none. The model's other layouts on the same device, engine and precisions
+/// shrunk toward none and lowered where they scatter ([`Anchors::spread_discount`]). The model's other layouts on the same device, engine and precisions
 /// count too, weighted down by how far their layout is ([`Anchors::layout_width`]), so a
 /// layout the data did not measure leans on its measured neighbours. A model the data never
 /// measured on that device, engine and precisions borrows the measurements of a measured model
@@ -372,6 +372,15 @@ pub struct Anchors {
     /// by configuration): only the deployment's own points count.
     #[serde(default)]
     pub layout_width: f64,
+    /// Share of the measurements' spread taken off their mean: a prediction's log-error
+    /// adjustment is the kernel-weighted mean of the measurements' log errors less this share
+    /// of their kernel-weighted variance around it. Where a deployment's measurements scatter,
+    /// a prediction below their typical value has the smaller expected absolute percentage
+    /// error, the measure the accuracy targets use (for a log-normal error of variance σ², the
+    /// median times e^(−σ²) minimises it), while a deployment measured consistently keeps its
+    /// mean. Chosen by `calibrate::fit_anchors` leave-one-point-out; 0: the mean.
+    #[serde(default)]
+    pub spread_discount: f64,
     /// Per deployment key ([`Anchors::key`]): `[log2 input tokens, log2 output tokens,
     /// log2 concurrency, TPOT log error, TTFT log error]` of each measured point.
     pub deployments: BTreeMap<String, Vec<[f64; 5]>>,
@@ -532,15 +541,25 @@ impl Anchors {
                 .iter()
                 .map(move |p| (*layout_weight, squared_distance(p, at), p))
         });
-        let (mut w_sum, mut tpot, mut ttft) = (0.0, 0.0, 0.0);
+        // Kernel weights and weighted sums of the TPOT and TTFT log errors and their squares.
+        let (mut w_sum, mut sums, mut squares) = (0.0, [0.0; 2], [0.0; 2]);
         for (layout_weight, d2, p) in own.chain(others) {
             let w = layout_weight * self.weight(d2);
             w_sum += w;
-            tpot += w * p[3];
-            ttft += w * p[4];
+            for (i, error) in [p[3], p[4]].into_iter().enumerate() {
+                sums[i] += w * error;
+                squares[i] += w * error * error;
+            }
         }
+        // "No change" counts as `prior_weight` more weight, at no error and no spread.
         let denominator = w_sum + self.prior_weight;
-        (tpot / denominator, ttft / denominator)
+        let [tpot, ttft] = [0, 1].map(|i| {
+            let mean = sums[i] / denominator;
+            // Σw(e − mean)² = Σwe² − 2·mean·Σwe + mean²·Σw
+            let variance = (squares[i] - 2.0 * mean * sums[i] + mean * mean * w_sum) / denominator;
+            mean - self.spread_discount * variance.max(0.0)
+        });
+        (tpot, ttft)
     }
 
     /// Whether a prediction at `at` leans on the deployment's measurements: together they

@@ -479,6 +479,41 @@ fn release_multipliers_apply_only_to_the_release_they_were_fitted_for() {
 }
 
 #[test]
+fn anchors_take_a_share_of_the_spread_off_scattered_measurements() {
+    use bud_simulator::params::Anchors;
+    use std::collections::BTreeMap;
+    // Two measurements at the point asked about: TPOT log errors 0.1 and 0.1 (consistent),
+    // TTFT log errors 0.4 and −0.2 (scattered). Prior weight 1, so the weights sum to 3 and the
+    // means are 0.2 / 3 for both. Around them, TPOT varies by 2·(0.1 − 0.2/3)² / 3 and TTFT by
+    // ((0.4 − 0.2/3)² + (−0.2 − 0.2/3)²) / 3 = 0.0607; a discount of 0.5 takes half of that off.
+    let points = vec![[10.0, 8.0, 4.0, 0.1, 0.4], [10.0, 8.0, 4.0, 0.1, -0.2]];
+    let mut anchors = Anchors {
+        bandwidth: 1.0,
+        prior_weight: 1.0,
+        layout_width: 0.0,
+        spread_discount: 0.0,
+        deployments: BTreeMap::new(),
+        architectures: BTreeMap::new(),
+    };
+    let mean = 0.2 / 3.0;
+    let (tpot, ttft) = anchors.adjust(&points, [10.0, 8.0, 4.0]);
+    assert!(close(tpot, mean, 1e-12) && close(ttft, mean, 1e-12));
+    anchors.spread_discount = 0.5;
+    let tpot_variance = 2.0 * (0.1 - mean).powi(2) / 3.0;
+    let ttft_variance = ((0.4 - mean).powi(2) + (-0.2 - mean).powi(2)) / 3.0;
+    let (tpot, ttft) = anchors.adjust(&points, [10.0, 8.0, 4.0]);
+    assert!(
+        close(tpot, mean - 0.5 * tpot_variance, 1e-12),
+        "TPOT {tpot}"
+    );
+    assert!(
+        close(ttft, mean - 0.5 * ttft_variance, 1e-12),
+        "TTFT {ttft}"
+    );
+    assert!(close(ttft, 0.0363, 1e-3), "TTFT {ttft}");
+}
+
+#[test]
 fn anchors_average_nearby_measurements_of_the_same_deployment() {
     use bud_simulator::params::{
         Anchors, ErrorByBasis, ExpectedError, FittedParams, HeldBackError,
@@ -493,6 +528,7 @@ fn anchors_average_nearby_measurements_of_the_same_deployment() {
         bandwidth: 1.0,
         prior_weight: 0.5,
         layout_width: 0.0,
+        spread_discount: 0.0,
         deployments: BTreeMap::new(),
         architectures: BTreeMap::new(),
     };
@@ -589,6 +625,7 @@ fn a_model_never_measured_leans_on_a_measured_model_of_its_architecture() {
         bandwidth: 1.0,
         prior_weight: 1.0,
         layout_width: 0.0,
+        spread_discount: 0.0,
         deployments: BTreeMap::from([(key, vec![[10.0, 8.0, 4.0, 0.3, 0.0]])]),
         architectures: BTreeMap::from([(base.id.clone(), base.architecture())]),
     });
@@ -686,6 +723,7 @@ fn disaggregated_correction_multiplies_bounded_and_anchors_its_configuration() {
         bandwidth: 1.0,
         prior_weight: 1.0,
         layout_width: 0.0,
+        spread_discount: 0.0,
         deployments: BTreeMap::from([(
             plain.deployment.clone(),
             vec![[plain.at[0], plain.at[1], plain.at[2], 0.2, 0.8]],
