@@ -352,12 +352,13 @@ pub const MAX_DISAGG_CORRECTION_LN: f64 = 3.0;
 /// layout) at other lengths and concurrencies: where the calibration data measured the
 /// deployment asked about, the corrected prediction is multiplied by a kernel-weighted mean of
 /// those measurements' remaining errors (the `ln(measured / corrected)` of the training rows),
-/// shrunk toward none and lowered where they scatter ([`Anchors::spread_discount`]). The model's other layouts on the same device, engine and precisions
-/// count too, weighted down by how far their layout is ([`Anchors::layout_width`]), so a
-/// layout the data did not measure leans on its measured neighbours. A model the data never
-/// measured on that device, engine and precisions borrows the measurements of a measured model
-/// with the same architecture ([`Anchors::measured`]). Anything else is predicted by the model
-/// alone, so unseen architectures, devices and precisions are unaffected.
+/// shrunk toward none and lowered where they scatter ([`Anchors::spread_discount`]). The
+/// model's other layouts on the same device, engine and precisions count too, weighted down by
+/// how far their layout is ([`Anchors::layout_width`]), so a layout the data did not measure
+/// leans on its measured neighbours. A model the data never measured on that device, engine
+/// and precisions borrows the measurements of a measured model with the same architecture
+/// ([`Anchors::measured`]). Anything else is predicted by the model alone, so unseen
+/// architectures, devices and precisions are unaffected.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Anchors {
