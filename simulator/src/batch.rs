@@ -437,7 +437,7 @@ pub fn predict_disagg(
         if let Some(anchors) = &d.anchors
             && let Some(points) = anchors.deployments.get(&a.deployment)
         {
-            let (t, f) = anchors.adjust(points, a.at);
+            let (t, f) = anchors.adjust(&a.deployment, points, a.at);
             tpot *= t.exp();
             ttft *= f.exp();
             measured_deployment = anchors.leans_on(points, a.at);

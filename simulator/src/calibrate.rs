@@ -18,7 +18,7 @@ use crate::params::{
 };
 use crate::perf::{Resolved, ServingConfig, Workload, params_key};
 use crate::precision::Engine;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::path::Path;
 
@@ -1178,9 +1178,35 @@ pub fn fit_anchors(samples: &[Sample], params: &FittedParams) -> crate::params::
     anchors.layout_width = best_on_grid(&anchors, &[0.0, 0.5, 0.75, 1.0, 1.5, 2.0], |a, w| {
         a.layout_width = w
     });
+    with_chosen_shrinkage(anchors)
+}
+
+/// `anchors` with the spread discount and each engine's weight of "no change" for its own
+/// measurements chosen leave-one-point-out ([`crate::params::Anchors::spread_discount`],
+/// [`crate::params::Anchors::own_prior_weights`]): the discount under the kernel's prior
+/// weight, each engine's weight under that discount, then the discount again under them.
+fn with_chosen_shrinkage(mut anchors: crate::params::Anchors) -> crate::params::Anchors {
+    anchors.spread_discount = chosen_spread_discount(&anchors);
+    let engines: BTreeSet<String> = anchors
+        .deployments
+        .keys()
+        .map(|key| crate::params::Anchors::engine(key).to_string())
+        .collect();
+    // An engine's weight changes only its own points' scores, so each is chosen alone.
+    for engine in engines {
+        let weight = best_on_grid(&anchors, &OWN_PRIOR_WEIGHTS, |a, w| {
+            a.own_prior_weights.insert(engine.clone(), w);
+        });
+        anchors.own_prior_weights.insert(engine, weight);
+    }
     anchors.spread_discount = chosen_spread_discount(&anchors);
     anchors
 }
+
+/// The weights of "no change" an engine's own measurements may be given
+/// ([`crate::params::Anchors::own_prior_weights`]): from nearly none to twice a measured
+/// point's at its own place.
+const OWN_PRIOR_WEIGHTS: [f64; 8] = [0.001, 0.01, 0.03, 0.1, 0.25, 0.5, 1.0, 2.0];
 
 /// The share of the measurements' spread the anchors take off
 /// ([`crate::params::Anchors::spread_discount`]) that scores best leave-one-point-out.
@@ -1216,8 +1242,10 @@ fn leave_one_point_out_error(anchors: &crate::params::Anchors) -> f64 {
     let (mut sum, mut n) = (0.0, 0.0_f64);
     for (key, points) in &anchors.deployments {
         let others = anchors.other_layouts(key);
+        let prior = anchors.prior_weight_for(key, false);
         for p in points {
-            let (tpot, ttft) = anchors.adjust_except(points, &others, [p[0], p[1], p[2]], true);
+            let (tpot, ttft) =
+                anchors.adjust_except(points, &others, [p[0], p[1], p[2]], true, prior);
             sum += ((tpot - p[3]).exp() - 1.0).abs() + ((ttft - p[4]).exp() - 1.0).abs();
             n += 1.0;
         }
@@ -1235,6 +1263,7 @@ fn anchors_with_chosen_width(
         prior_weight: 1.0,
         layout_width: 0.0,
         spread_discount: 0.0,
+        own_prior_weights: BTreeMap::new(),
         deployments,
         architectures: BTreeMap::new(),
     };
@@ -1312,9 +1341,7 @@ pub fn fit_disagg_anchors(
         );
         deployments.entry(a.deployment).or_default().push(point);
     }
-    let mut anchors = anchors_with_chosen_width(deployments);
-    anchors.spread_discount = chosen_spread_discount(&anchors);
-    anchors
+    with_chosen_shrinkage(anchors_with_chosen_width(deployments))
 }
 
 /// ln(measured / predicted), clamped to the disaggregated correction's bound.
@@ -1532,6 +1559,45 @@ pub fn refit_on_every_row(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_engine_chooses_how_far_to_trust_its_own_measurements() {
+        // vLLM on a GPU measures a steady 0.3 log error at every length: trusting the
+        // neighbours fully predicts each point exactly. vLLM on CPU measures pairs of points a
+        // doubling apart (the pairs ten doublings apart) whose errors disagree, +0.5 and −0.5:
+        // a point's one neighbour predicts the wrong sign, and no change does better.
+        let consistent: Vec<[f64; 5]> = (0..8)
+            .map(|i| crate::params::Anchors::point([9.0 + f64::from(i), 8.0, 4.0], 0.3, 0.3))
+            .collect();
+        let disagreeing: Vec<[f64; 5]> = (0..8)
+            .map(|i| {
+                let (pair, second) = (f64::from(i / 2), i % 2 == 1);
+                let error = if second { -0.5 } else { 0.5 };
+                let input = 9.0 + 10.0 * pair + if second { 1.0 } else { 0.0 };
+                crate::params::Anchors::point([input, 8.0, 4.0], error, error)
+            })
+            .collect();
+        let layout = "bf16/bf16/bf16 tp1 pp1 dp1 moetp1 ep1";
+        let deployments = BTreeMap::from([
+            (format!("m h100_sxm vllm {layout}"), consistent),
+            (
+                format!("m xeon_granite_rapids vllm-cpu {layout}"),
+                disagreeing,
+            ),
+        ]);
+        let anchors = with_chosen_shrinkage(anchors_with_chosen_width(deployments));
+        let weights = &anchors.own_prior_weights;
+        assert_eq!(weights["vllm"], OWN_PRIOR_WEIGHTS[0], "{weights:?}");
+        assert_eq!(
+            weights["vllm-cpu"],
+            OWN_PRIOR_WEIGHTS[OWN_PRIOR_WEIGHTS.len() - 1],
+            "{weights:?}"
+        );
+        // A twin of the GPU model would still be shrunk by the kernel's prior weight.
+        let key = format!("m h100_sxm vllm {layout}");
+        assert_eq!(anchors.prior_weight_for(&key, true), anchors.prior_weight);
+        assert_eq!(anchors.prior_weight_for(&key, false), OWN_PRIOR_WEIGHTS[0]);
+    }
 
     fn sample(concurrency: u32, ttft_ms: f64, tpot_ms: f64) -> Sample {
         Sample {

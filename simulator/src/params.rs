@@ -352,7 +352,8 @@ pub const MAX_DISAGG_CORRECTION_LN: f64 = 3.0;
 /// layout) at other lengths and concurrencies: where the calibration data measured the
 /// deployment asked about, the corrected prediction is multiplied by a kernel-weighted mean of
 /// those measurements' remaining errors (the `ln(measured / corrected)` of the training rows),
-/// shrunk toward none and lowered where they scatter ([`Anchors::spread_discount`]). The
+/// shrunk toward none ([`Anchors::own_prior_weights`]) and lowered where they scatter
+/// ([`Anchors::spread_discount`]). The
 /// model's other layouts on the same device, engine and precisions count too, weighted down by
 /// how far their layout is ([`Anchors::layout_width`]), so a layout the data did not measure
 /// leans on its measured neighbours. A model the data never measured on that device, engine
@@ -364,8 +365,20 @@ pub const MAX_DISAGG_CORRECTION_LN: f64 = 3.0;
 pub struct Anchors {
     /// Kernel width, in doublings of input length, output length and concurrency.
     pub bandwidth: f64,
-    /// Weight of "no change" against the measurements' kernel weights (which are at most 1 each).
+    /// Weight of "no change" against the measurements' kernel weights (which are at most 1
+    /// each) where they are a twin's ([`Anchors::measured`]), and for an engine without a weight
+    /// of its own ([`Anchors::own_prior_weights`]). Chosen with [`Anchors::bandwidth`] by
+    /// `calibrate::fit_anchors` leave-one-point-out. Also how much a prediction's own
+    /// measurements must weigh for it to lean on them ([`Anchors::leans_on`]).
     pub prior_weight: f64,
+    /// Weight of "no change" where a model's own measurements are applied, by engine (the
+    /// engine's part of the key, [`Anchors::engine`]). Each engine's is chosen
+    /// leave-one-point-out on its own points: engines measured densely and consistently trust
+    /// their measurements almost fully (0.001 to 0.03 in the committed fits), while the few,
+    /// scattered CPU points far apart in load are shrunk more (1 to 2). A twin's measurements
+    /// keep [`Anchors::prior_weight`]: another model's errors are not this model's.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub own_prior_weights: BTreeMap<String, f64>,
     /// Kernel width over layouts, in doublings of TP, PP, attention DP, MoE TP and expert
     /// parallelism (a dense model's MoE TP follows its TP): another layout's points weigh
     /// `exp(-d² / 2w²)` of this layout's at `d` doublings away. Chosen by
@@ -405,7 +418,8 @@ pub struct Measured<'a> {
 }
 
 impl Anchors {
-    /// The key of a deployment, from its resolved settings.
+    /// The key of a deployment, from its resolved settings; `engine` is the engine's parameter
+    /// group ([`crate::perf::params_key`]), so CPU deployments key as `vllm-cpu`.
     pub fn key(
         model: &str,
         accelerator: &str,
@@ -419,6 +433,20 @@ impl Anchors {
             "{} {accelerator} {engine} {dense}/{expert}/{kv} tp{tp} pp{pp} dp{dp} moetp{moe_tp} ep{moe_ep}",
             model.to_ascii_lowercase()
         )
+    }
+
+    /// The engine part of a deployment's key ([`Anchors::key`]).
+    pub fn engine(key: &str) -> &str {
+        key.split(' ').nth(2).unwrap_or_default()
+    }
+
+    /// The weight of "no change" for a prediction of the deployment `key` that leans on its
+    /// model's own measurements or, with `twin`, on a twin's ([`Anchors::own_prior_weights`]).
+    pub fn prior_weight_for(&self, key: &str, twin: bool) -> f64 {
+        match self.own_prior_weights.get(Self::engine(key)) {
+            Some(&weight) if !twin => weight,
+            _ => self.prior_weight,
+        }
     }
 
     /// What a deployment of the model `id` (whose architecture is `model`; `key` builds the
@@ -517,21 +545,24 @@ impl Anchors {
         [input, output, users, tpot_log_error, ttft_log_error].map(|x| (x * 1e4).round() / 1e4)
     }
 
-    /// Log-error adjustments (TPOT, TTFT) at a point of a deployment's measurements.
-    pub fn adjust(&self, points: &[[f64; 5]], at: [f64; 3]) -> (f64, f64) {
-        self.adjust_except(points, &[], at, false)
+    /// Log-error adjustments (TPOT, TTFT) at a point of the measurements of the deployment
+    /// `key`.
+    pub fn adjust(&self, key: &str, points: &[[f64; 5]], at: [f64; 3]) -> (f64, f64) {
+        self.adjust_except(points, &[], at, false, self.prior_weight_for(key, false))
     }
 
     /// [`Anchors::adjust`] with the points of the deployment's other layouts too, each set's
     /// kernel weights scaled by its layout weight ([`Anchors::other_layouts`]), optionally
     /// ignoring the deployment's own points measured exactly at `at` (to score the anchors on
-    /// their own measurements, leave-one-point-out; another layout's point there stays).
+    /// their own measurements, leave-one-point-out; another layout's point there stays), with
+    /// "no change" weighing `prior_weight` ([`Anchors::prior_weight_for`]).
     pub fn adjust_except(
         &self,
         points: &[[f64; 5]],
         other_layouts: &[(f64, &[[f64; 5]])],
         at: [f64; 3],
         skip_same: bool,
+        prior_weight: f64,
     ) -> (f64, f64) {
         let own = points
             .iter()
@@ -553,7 +584,7 @@ impl Anchors {
             }
         }
         // "No change" counts as `prior_weight` more weight, at no error and no spread.
-        let denominator = w_sum + self.prior_weight;
+        let denominator = w_sum + prior_weight;
         let [tpot, ttft] = [0, 1].map(|i| {
             let mean = sums[i] / denominator;
             // Σw(e − mean)² = Σwe² − 2·mean·Σwe + mean²·Σw
@@ -564,7 +595,8 @@ impl Anchors {
     }
 
     /// Whether a prediction at `at` leans on the deployment's measurements: together they
-    /// weigh at least as much as "no change", so at least half of their error is applied.
+    /// weigh at least [`Anchors::prior_weight`] (with that weight of "no change", at least half
+    /// of their error would be applied).
     /// A prediction far from every measured point (with the fitted width of one doubling, more
     /// than about 1.7 doublings of input length, output length and load from the nearest) is
     /// the model's alone, whatever else of the deployment was measured.

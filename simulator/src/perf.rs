@@ -421,11 +421,12 @@ impl<'a> Resolved<'a> {
         } else {
             acc.inter_node_bandwidth
         };
+        let engine_group = params_key(cfg.engine, acc.kind, model.is_moe());
         let key = |model: &str| {
             Anchors::key(
                 model,
                 &acc.id,
-                cfg.engine,
+                &engine_group,
                 [dense_prec, expert_prec, kv_prec],
                 [cfg.tp, cfg.pp, cfg.attention_dp, moe_tp, moe_ep],
             )
@@ -440,7 +441,7 @@ impl<'a> Resolved<'a> {
             acc,
             deployment,
             anchors,
-            p: params.engine(&params_key(cfg.engine, acc.kind, model.is_moe())),
+            p: params.engine(&engine_group),
             scale: params.scale(&acc.id),
             release: params.release(cfg.engine, cfg.engine_version.as_deref()),
             correction: params.correction.as_ref(),
@@ -860,7 +861,14 @@ impl<'a> Resolved<'a> {
         let at = Anchors::at(w.input_tokens, w.output_tokens, w.concurrency);
         let (anchor_tpot, anchor_ttft) = match &self.anchors {
             Some((a, m)) if correct => {
-                a.adjust_except(m.exact.unwrap_or_default(), &m.other_layouts, at, false)
+                let prior = a.prior_weight_for(&self.deployment, m.twin.is_some());
+                a.adjust_except(
+                    m.exact.unwrap_or_default(),
+                    &m.other_layouts,
+                    at,
+                    false,
+                    prior,
+                )
             }
             _ => (0.0, 0.0),
         };

@@ -236,7 +236,15 @@ fn predict_one_configuration() {
     let twin: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(twin["measuredAs"], "meta-llama/Llama-3.1-70B");
     assert_eq!(twin["measuredDeployment"], false);
-    assert_eq!(twin["tpotMs"], v["tpotMs"]);
+    // It trusts them a little less than the model's own (a twin's prior weight).
+    let (own, borrowed) = (
+        v["tpotMs"].as_f64().unwrap(),
+        twin["tpotMs"].as_f64().unwrap(),
+    );
+    assert!(
+        own != borrowed && (own - borrowed).abs() < 0.05 * own,
+        "{own} vs {borrowed}"
+    );
     let o = bud_sim(&instruct);
     assert!(
         text(&o.stdout)

@@ -492,16 +492,17 @@ fn anchors_take_a_share_of_the_spread_off_scattered_measurements() {
         prior_weight: 1.0,
         layout_width: 0.0,
         spread_discount: 0.0,
+        own_prior_weights: BTreeMap::new(),
         deployments: BTreeMap::new(),
         architectures: BTreeMap::new(),
     };
     let mean = 0.2 / 3.0;
-    let (tpot, ttft) = anchors.adjust(&points, [10.0, 8.0, 4.0]);
+    let (tpot, ttft) = anchors.adjust("", &points, [10.0, 8.0, 4.0]);
     assert!(close(tpot, mean, 1e-12) && close(ttft, mean, 1e-12));
     anchors.spread_discount = 0.5;
     let tpot_variance = 2.0 * (0.1 - mean).powi(2) / 3.0;
     let ttft_variance = ((0.4 - mean).powi(2) + (-0.2 - mean).powi(2)) / 3.0;
-    let (tpot, ttft) = anchors.adjust(&points, [10.0, 8.0, 4.0]);
+    let (tpot, ttft) = anchors.adjust("", &points, [10.0, 8.0, 4.0]);
     assert!(
         close(tpot, mean - 0.5 * tpot_variance, 1e-12),
         "TPOT {tpot}"
@@ -529,14 +530,15 @@ fn anchors_average_nearby_measurements_of_the_same_deployment() {
         prior_weight: 0.5,
         layout_width: 0.0,
         spread_discount: 0.0,
+        own_prior_weights: BTreeMap::new(),
         deployments: BTreeMap::new(),
         architectures: BTreeMap::new(),
     };
     let denominator = 1.0 + (-2.0f64).exp() + 0.5;
-    let (tpot, ttft) = anchors.adjust(&points, [10.0, 8.0, 4.0]);
+    let (tpot, ttft) = anchors.adjust("", &points, [10.0, 8.0, 4.0]);
     assert!(close(tpot, 0.3 / denominator, 1e-9) && close(ttft, -0.2 / denominator, 1e-9));
     // Leave-one-point-out ignores the point measured exactly there.
-    let (tpot, _) = anchors.adjust_except(&points, &[], [10.0, 8.0, 4.0], true);
+    let (tpot, _) = anchors.adjust_except(&points, &[], [10.0, 8.0, 4.0], true, 0.5);
     assert_eq!(tpot, 0.0);
 
     // Applied to the deployment measured (Qwen3-8B, H100, vLLM, TP 2) at 1,024 / 256 tokens
@@ -562,6 +564,13 @@ fn anchors_average_nearby_measurements_of_the_same_deployment() {
     assert!(close(anchored.tpot_ms, plain.tpot_ms * shift.exp(), 1e-9));
     assert!(anchored.ttft_ms < plain.ttft_ms);
     assert!(anchored.measured_deployment && !plain.measured_deployment);
+    // vLLM's own weight of "no change", 0.1, replaces the prior weight for vLLM's own points.
+    let anchors = params.anchors.as_mut().unwrap();
+    anchors.own_prior_weights.insert("vllm".into(), 0.1);
+    let trusted = predict_with(&cfg, m, h100, &params, &w).unwrap();
+    let shift: f64 = 0.3 / (1.0 + 0.1);
+    assert!(close(trusted.tpot_ms, plain.tpot_ms * shift.exp(), 1e-9));
+    params.anchors.as_mut().unwrap().own_prior_weights.clear();
     // Each basis carries its own expected error; uncalibrated parameters promise none.
     assert_eq!(plain.expected_error, None);
     let figure = |ttft_percent: f64| ExpectedError {
@@ -626,6 +635,7 @@ fn a_model_never_measured_leans_on_a_measured_model_of_its_architecture() {
         prior_weight: 1.0,
         layout_width: 0.0,
         spread_discount: 0.0,
+        own_prior_weights: BTreeMap::new(),
         deployments: BTreeMap::from([(key, vec![[10.0, 8.0, 4.0, 0.3, 0.0]])]),
         architectures: BTreeMap::from([(base.id.clone(), base.architecture())]),
     });
@@ -645,6 +655,18 @@ fn a_model_never_measured_leans_on_a_measured_model_of_its_architecture() {
     assert_eq!(borrowed.measured_as.as_deref(), Some(base.id.as_str()));
     assert!(!borrowed.measured_deployment);
     assert!(own.measured_deployment && own.measured_as.is_none());
+    // An engine's weight for its own points does not reach a twin's: those keep prior weight 1.
+    let anchors = params.anchors.as_mut().unwrap();
+    anchors.own_prior_weights.insert("vllm".into(), 0.001);
+    let borrowed_now = predict_with(&config(&instruct.id), instruct, h100, &params, &w).unwrap();
+    assert_eq!(borrowed_now, borrowed);
+    let own_now = predict_with(&config(&base.id), base, h100, &params, &w).unwrap();
+    assert!(close(
+        own_now.tpot_ms,
+        plain.tpot_ms * (0.3f64 / 1.001).exp(),
+        1e-9
+    ));
+    params.anchors.as_mut().unwrap().own_prior_weights.clear();
     // Another layout of the fine-tune, and a model of another architecture, borrow nothing.
     let mut tp2 = config(&instruct.id);
     tp2.tp = 2;
@@ -724,6 +746,7 @@ fn disaggregated_correction_multiplies_bounded_and_anchors_its_configuration() {
         prior_weight: 1.0,
         layout_width: 0.0,
         spread_discount: 0.0,
+        own_prior_weights: BTreeMap::new(),
         deployments: BTreeMap::from([(
             plain.deployment.clone(),
             vec![[plain.at[0], plain.at[1], plain.at[2], 0.2, 0.8]],
