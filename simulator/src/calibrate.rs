@@ -777,7 +777,7 @@ pub struct AccuracyReport {
     /// The same noise over each model's agg rows (training and held back alike).
     pub noise_by_model: BTreeMap<String, ErrorStats>,
     /// Per model, the median over its held-back agg rows of the TTFT measured beyond the
-    /// prediction, in completion gaps ([`completion_gaps_beyond_prediction`]).
+    /// prediction, in completion gaps (`completion_gaps_beyond_prediction`).
     pub ttft_gaps_beyond_prediction_by_model: BTreeMap<String, f64>,
     /// Leave-one-model-out cross-validation, when `calibrate` ran it (an evaluation of given
     /// parameters cannot: it refits).
@@ -1142,7 +1142,7 @@ pub fn fit_correction(samples: &[Sample], params: &FittedParams) -> crate::param
 /// Fit the anchors ([`crate::params::Anchors`]) on the training rows' remaining log errors
 /// under `params` (analytic model and correction). The kernel width, the prior weight, the
 /// layout width and the spread discount are chosen on the training rows alone, each row scored
-/// by the other points of its deployment ([`leave_one_point_out_error`]).
+/// by the other points of its deployment (`leave_one_point_out_error`).
 pub fn fit_anchors(samples: &[Sample], params: &FittedParams) -> crate::params::Anchors {
     let hw = HardwareCatalog::builtin();
     let mut deployments: BTreeMap<String, Vec<[f64; 5]>> = BTreeMap::new();

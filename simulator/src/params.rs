@@ -375,7 +375,8 @@ pub struct Anchors {
     /// engine's part of the key, [`Anchors::engine`]). Each engine's is chosen
     /// leave-one-point-out on its own points: engines measured densely and consistently trust
     /// their measurements almost fully (0.001 to 0.03 in the committed fits), while the few,
-    /// scattered CPU points far apart in load are shrunk more (1 to 2). A twin's measurements
+    /// scattered CPU points far apart in load are shrunk more (2; the disaggregated anchors'
+    /// engines pick 0.01 to 2). A twin's measurements
     /// keep [`Anchors::prior_weight`]: another model's errors are not this model's.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub own_prior_weights: BTreeMap<String, f64>,
@@ -598,8 +599,9 @@ impl Anchors {
     /// weigh at least [`Anchors::prior_weight`] (with that weight of "no change", at least half
     /// of their error would be applied).
     /// A prediction far from every measured point (with the fitted width of one doubling, more
-    /// than about 1.7 doublings of input length, output length and load from the nearest) is
-    /// the model's alone, whatever else of the deployment was measured.
+    /// than about 1.7 doublings of input length, output length and load from the nearest) has
+    /// the model's basis, whatever else of the deployment was measured, though the nearest
+    /// points may still move it ([`Anchors::own_prior_weights`]).
     pub fn leans_on(&self, points: &[[f64; 5]], at: [f64; 3]) -> bool {
         let weight: f64 = points
             .iter()
