@@ -353,13 +353,12 @@ pub const MAX_DISAGG_CORRECTION_LN: f64 = 3.0;
 /// deployment asked about, the corrected prediction is multiplied by a kernel-weighted mean of
 /// those measurements' remaining errors (the `ln(measured / corrected)` of the training rows),
 /// shrunk toward none ([`Anchors::own_prior_weights`]) and lowered where they scatter
-/// ([`Anchors::spread_discount`]). The
-/// model's other layouts on the same device, engine and precisions count too, weighted down by
-/// how far their layout is ([`Anchors::layout_width`]), so a layout the data did not measure
-/// leans on its measured neighbours. A model the data never measured on that device, engine
-/// and precisions borrows the measurements of a measured model with the same architecture
-/// ([`Anchors::measured`]). Anything else is predicted by the model alone, so unseen
-/// architectures, devices and precisions are unaffected.
+/// ([`Anchors::spread_discount`]). The model's other layouts on the same device, engine and
+/// precisions count too, weighted down by how far their layout is ([`Anchors::layout_width`]),
+/// so a layout the data did not measure leans on its measured neighbours. A model the data
+/// never measured on that device, engine and precisions borrows the measurements of a measured
+/// model with the same architecture ([`Anchors::measured`]). Anything else is predicted by the
+/// model alone, so unseen architectures, devices and precisions are unaffected.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Anchors {
@@ -416,6 +415,8 @@ pub struct Measured<'a> {
     /// The measured model of the same architecture the points come from, when it is not the
     /// model asked about.
     pub twin: Option<&'a str>,
+    /// The weight of "no change" against these points ([`Anchors::prior_weight_for`]).
+    pub prior_weight: f64,
 }
 
 impl Anchors {
@@ -470,6 +471,7 @@ impl Anchors {
                 exact,
                 other_layouts,
                 twin,
+                prior_weight: self.prior_weight_for(&key, twin.is_some()),
             })
         };
         if let Some(own) = of(id, None) {

@@ -860,16 +860,13 @@ impl<'a> Resolved<'a> {
         }
         let at = Anchors::at(w.input_tokens, w.output_tokens, w.concurrency);
         let (anchor_tpot, anchor_ttft) = match &self.anchors {
-            Some((a, m)) if correct => {
-                let prior = a.prior_weight_for(&self.deployment, m.twin.is_some());
-                a.adjust_except(
-                    m.exact.unwrap_or_default(),
-                    &m.other_layouts,
-                    at,
-                    false,
-                    prior,
-                )
-            }
+            Some((a, m)) if correct => a.adjust_except(
+                m.exact.unwrap_or_default(),
+                &m.other_layouts,
+                at,
+                false,
+                m.prior_weight,
+            ),
             _ => (0.0, 0.0),
         };
         // Only this model's own measurements of this very deployment make it a measured one:
