@@ -28,7 +28,9 @@ pub struct EngineParams {
     pub moe_eff: f64,
     /// Fixed per-step overhead (scheduler, sampling, launch), ms.
     pub step_overhead_ms: f64,
-    /// Per-layer per-step overhead (kernel launches not hidden by graphs), µs.
+    /// Per-layer per-step overhead (kernel launches not hidden by graphs, latency-bound small
+    /// GEMMs) of a model of [`REFERENCE_LAYER_WIDTH`](crate::perf::REFERENCE_LAYER_WIDTH)
+    /// hidden width, µs; it scales with a model's width.
     pub layer_overhead_us: f64,
     /// Per-sequence per-step overhead (batch bookkeeping, sampling), µs.
     pub seq_overhead_us: f64,

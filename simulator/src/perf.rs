@@ -20,6 +20,10 @@ use serde::{Deserialize, Serialize};
 
 const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
 
+/// The hidden width at which [`EngineParams::layer_overhead_us`] is fitted (DeepSeek-V3's);
+/// a model's per-layer cost scales with its own width (`Resolved::layer_overhead`).
+pub const REFERENCE_LAYER_WIDTH: f64 = 7168.0;
+
 /// One serving configuration of one replica.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -555,6 +559,18 @@ impl<'a> Resolved<'a> {
         )
     }
 
+    /// The fixed cost of `layers` layers in one step, seconds: the fitted per-layer overhead
+    /// at [`REFERENCE_LAYER_WIDTH`], scaled by the model's hidden width. At small batches the
+    /// kernels of a layer (its projections, norms, routing) are latency-bound, not
+    /// bandwidth-bound, and a latency-bound GEMM walks its reduction dimension, the width, tile
+    /// after tile: gpt-oss-120b (2,880 wide) and Llama-3.1-8B (4,096) decode faster than a
+    /// per-layer cost fitted on the 7,168- and 8,192-wide models allows
+    /// (simulator/CALIBRATION_LOG.md).
+    fn layer_overhead(&self, layers: f64) -> f64 {
+        self.p.layer_overhead_us * 1e-6 * layers * self.model.hidden_size as f64
+            / REFERENCE_LAYER_WIDTH
+    }
+
     /// `count` all-reduces of `bytes` over `group` devices, seconds.
     fn comm_time(&self, group: f64, bytes: f64, count: f64) -> f64 {
         self.collective_time(self.p.allreduce_us, group, bytes, count)
@@ -655,7 +671,7 @@ impl<'a> Resolved<'a> {
         }
         let sparse_layers = if m.attention_topk > 0 { layers } else { 0.0 };
         let t_over = p.step_overhead_ms * 1e-3
-            + p.layer_overhead_us * 1e-6 * layers
+            + self.layer_overhead(layers)
             + p.sparse_attention_layer_us * 1e-6 * sparse_layers
             + p.seq_overhead_us * 1e-6 * b;
         let total = (t_math + t_comm + t_over) * self.scale * self.release.decode;
@@ -730,7 +746,7 @@ impl<'a> Resolved<'a> {
         });
         let t = t_comp.max(t_mem)
             + t_comm
-            + p.layer_overhead_us * 1e-6 * layers
+            + self.layer_overhead(layers)
             + p.expert_overhead_us * 1e-6 * local_experts
             + p.prefill_overhead_ms * 1e-3;
         t * self.scale * self.release.prefill

@@ -440,6 +440,40 @@ fn sparse_attention_models_pay_their_indexer_in_every_layer_of_a_decode_step() {
 }
 
 #[test]
+fn the_per_layer_overhead_scales_with_the_model_width() {
+    // 10 µs per layer at the reference width of 7,168 (DeepSeek-V3's, 61 layers) on eight
+    // B200s: DeepSeek-V3's decode step and prefill each grow by 0.61 ms; gpt-oss-120b's
+    // (2,880 wide, 36 layers) by 10 µs × 36 × 2,880 / 7,168 = 0.1446 ms.
+    use bud_simulator::params::FittedParams;
+    use bud_simulator::perf::{REFERENCE_LAYER_WIDTH, Resolved};
+    let b200 = accelerator("b200_sxm").unwrap();
+    let without = FittedParams::default();
+    let mut with = without.clone();
+    with.engines.get_mut("trtllm").unwrap().layer_overhead_us += 10.0;
+    let added = |name: &str| {
+        let mut cfg = ServingConfig::new(name, "b200_sxm", Engine::Trtllm);
+        cfg.tp = 8;
+        let m = model(name).unwrap();
+        let at = |p: &FittedParams| {
+            let r = Resolved::new(&cfg, m, b200, p).unwrap();
+            (r.decode_step(16.0, 2048.0).0, r.prefill(1024.0, true))
+        };
+        let ((step, prefill), (step0, prefill0)) = (at(&with), at(&without));
+        (step - step0, prefill - prefill0)
+    };
+    let v3 = model("deepseek-ai/DeepSeek-V3").unwrap();
+    assert_eq!(
+        (v3.hidden_size as f64, v3.num_layers),
+        (REFERENCE_LAYER_WIDTH, 61)
+    );
+    let (step, prefill) = added("deepseek-ai/DeepSeek-V3");
+    assert!(close(step, 10e-6 * 61.0, 1e-9) && close(prefill, 10e-6 * 61.0, 1e-9));
+    let (step, prefill) = added("openai/gpt-oss-120b");
+    let narrow = 10e-6 * 36.0 * 2880.0 / 7168.0;
+    assert!(close(step, narrow, 1e-9) && close(prefill, narrow, 1e-9));
+}
+
+#[test]
 fn release_multipliers_apply_only_to_the_release_they_were_fitted_for() {
     use bud_simulator::params::{FittedParams, ReleaseScale};
     let mut params = FittedParams::builtin().clone();
