@@ -407,36 +407,44 @@ fn prefill_pays_the_expert_overhead_once_per_routed_expert_a_device_holds() {
     assert_eq!(added("meta-llama/Llama-3.1-70B", None), 0.0);
 }
 
-#[test]
-fn sparse_attention_models_pay_their_indexer_in_every_layer_of_a_decode_step() {
-    // GLM-5 (DeepSeek Sparse Attention, 78 layers) and DeepSeek-V3 (dense MLA) on eight
-    // B200s, with a 10 µs cost per sparse-attention layer: GLM-5's step grows by 0.78 ms,
-    // DeepSeek-V3's not at all, and neither prefill changes.
+/// What raising one of `engine`'s parameters (`raise`) adds to `name`'s decode step (16
+/// sequences at a 2,048-token context) and to its prefill of 1,024 tokens on eight B200s, in
+/// seconds.
+fn added_to_step_and_prefill(
+    engine: Engine,
+    raise: impl Fn(&mut bud_simulator::params::EngineParams),
+    name: &str,
+) -> (f64, f64) {
     use bud_simulator::params::FittedParams;
     use bud_simulator::perf::Resolved;
     let b200 = accelerator("b200_sxm").unwrap();
     let without = FittedParams::default();
     let mut with = without.clone();
-    with.engines
-        .get_mut("sglang")
-        .unwrap()
-        .sparse_attention_layer_us = 10.0;
-    let added = |name: &str| {
-        let mut cfg = ServingConfig::new(name, "b200_sxm", Engine::Sglang);
-        cfg.tp = 8;
-        let m = model(name).unwrap();
-        let at = |p: &FittedParams| {
-            let r = Resolved::new(&cfg, m, b200, p).unwrap();
-            (r.decode_step(16.0, 2048.0).0, r.prefill(1024.0, true))
-        };
-        let (step, prefill) = at(&with);
-        let (step0, prefill0) = at(&without);
-        assert_eq!(prefill, prefill0, "{name}: prefill does not pay it");
-        step - step0
+    raise(with.engines.get_mut(&engine.to_string()).unwrap());
+    let mut cfg = ServingConfig::new(name, "b200_sxm", engine);
+    cfg.tp = 8;
+    let m = model(name).unwrap();
+    let at = |p: &FittedParams| {
+        let r = Resolved::new(&cfg, m, b200, p).unwrap();
+        (r.decode_step(16.0, 2048.0).0, r.prefill(1024.0, true))
+    };
+    let ((step, prefill), (step0, prefill0)) = (at(&with), at(&without));
+    (step - step0, prefill - prefill0)
+}
+
+#[test]
+fn sparse_attention_models_pay_their_indexer_in_every_layer_of_a_decode_step() {
+    // GLM-5 (DeepSeek Sparse Attention, 78 layers) and DeepSeek-V3 (dense MLA) on eight
+    // B200s, with a 10 µs cost per sparse-attention layer: GLM-5's step grows by 0.78 ms,
+    // DeepSeek-V3's not at all, and neither prefill changes.
+    let added = |name| {
+        added_to_step_and_prefill(Engine::Sglang, |p| p.sparse_attention_layer_us = 10.0, name)
     };
     assert_eq!(model("zhipuai/GLM-5").unwrap().num_layers, 78);
-    assert!(close(added("zhipuai/GLM-5"), 10e-6 * 78.0, 1e-9));
-    assert_eq!(added("deepseek-ai/DeepSeek-V3"), 0.0);
+    let (step, prefill) = added("zhipuai/GLM-5");
+    assert!(close(step, 10e-6 * 78.0, 1e-9));
+    assert_eq!(prefill, 0.0, "prefill does not pay it");
+    assert_eq!(added("deepseek-ai/DeepSeek-V3"), (0.0, 0.0));
 }
 
 #[test]
@@ -444,23 +452,9 @@ fn the_per_layer_overhead_scales_with_the_model_width() {
     // 10 µs per layer at the reference width of 7,168 (DeepSeek-V3's, 61 layers) on eight
     // B200s: DeepSeek-V3's decode step and prefill each grow by 0.61 ms; gpt-oss-120b's
     // (2,880 wide, 36 layers) by 10 µs × 36 × 2,880 / 7,168 = 0.1446 ms.
-    use bud_simulator::params::FittedParams;
-    use bud_simulator::perf::{REFERENCE_LAYER_WIDTH, Resolved};
-    let b200 = accelerator("b200_sxm").unwrap();
-    let without = FittedParams::default();
-    let mut with = without.clone();
-    with.engines.get_mut("trtllm").unwrap().layer_overhead_us += 10.0;
-    let added = |name: &str| {
-        let mut cfg = ServingConfig::new(name, "b200_sxm", Engine::Trtllm);
-        cfg.tp = 8;
-        let m = model(name).unwrap();
-        let at = |p: &FittedParams| {
-            let r = Resolved::new(&cfg, m, b200, p).unwrap();
-            (r.decode_step(16.0, 2048.0).0, r.prefill(1024.0, true))
-        };
-        let ((step, prefill), (step0, prefill0)) = (at(&with), at(&without));
-        (step - step0, prefill - prefill0)
-    };
+    use bud_simulator::perf::REFERENCE_LAYER_WIDTH;
+    let added =
+        |name| added_to_step_and_prefill(Engine::Trtllm, |p| p.layer_overhead_us += 10.0, name);
     let v3 = model("deepseek-ai/DeepSeek-V3").unwrap();
     assert_eq!(
         (v3.hidden_size as f64, v3.num_layers),
