@@ -376,8 +376,8 @@ pub struct Anchors {
     /// engine's part of the key, [`Anchors::engine`]). Each engine's is chosen
     /// leave-one-point-out on its own points: engines measured densely and consistently trust
     /// their measurements almost fully (0.001 to 0.03 in the committed fits), while the few,
-    /// scattered CPU points far apart in load are shrunk more (2; the disaggregated anchors'
-    /// engines pick 0.01 to 2). A twin's measurements
+    /// scattered CPU points far apart in load are shrunk more (1 or 2; the disaggregated
+    /// anchors' engines pick 0.001 to 2). A twin's measurements
     /// keep [`Anchors::prior_weight`]: another model's errors are not this model's.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub own_prior_weights: BTreeMap<String, f64>,
