@@ -1,16 +1,18 @@
 //! Cross-validation on the training rows only (held-back rows are never used), with the
 //! analytic model's figures beside the corrected ones. The tool for deciding whether a modelling
-//! change generalises. Two tables:
+//! change generalises. Three tables:
 //! - leave-one-model-out, as `bud-sim calibrate` records it: for each model seen by the fit,
 //!   refit without that model's rows and score them (what a model never measured can expect);
 //! - by deployment: the deployments dealt into five folds, each refitted without its
-//!   deployments' rows (what a new layout, device or precision of a measured model can expect).
+//!   deployments' rows (what a new layout, device or precision of a measured model can expect);
+//! - by series: a deployment's rows at one input and output length dealt into five folds the
+//!   same way (what new lengths of a measured deployment can expect).
 //!
 //! `cargo run --release -p bud-simulator --example cv -- [DATA] [ROUNDS]`
 
 use bud_simulator::calibrate::{
     ModelCrossValidation, SPLIT_PARAMS_FILE, cross_validate_deployments, cross_validate_models,
-    load_samples,
+    cross_validate_series, load_samples,
 };
 use bud_simulator::params::FittedParams;
 use std::path::Path;
@@ -40,6 +42,12 @@ fn main() {
         "model (its deployments left out in five folds)",
         &cross_validate_deployments(&all, &analytic, rounds, 5),
         &cross_validate_deployments(&all, &corrected, rounds, 5),
+    );
+    println!();
+    print_table(
+        "model (its series left out in five folds)",
+        &cross_validate_series(&all, &analytic, rounds, 5),
+        &cross_validate_series(&all, &corrected, rounds, 5),
     );
 }
 

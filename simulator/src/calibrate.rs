@@ -592,7 +592,7 @@ impl ErrorStats {
 }
 
 /// Cross-validation of agg predictions on the training rows ([`cross_validate_models`],
-/// [`cross_validate_deployments`]).
+/// [`cross_validate_deployments`], [`cross_validate_series`]).
 #[derive(Debug, Clone, Default)]
 pub struct ModelCrossValidation {
     /// Every training row, each scored by the fit of the fold that left it out.
@@ -623,23 +623,64 @@ pub fn cross_validate_deployments(
     rounds: usize,
     folds: usize,
 ) -> ModelCrossValidation {
+    let deployment = deployment_of(split);
+    cross_validate_in_folds(samples, split, rounds, folds, |s| deployment(s))
+}
+
+/// What a series the data did not measure can expect when its deployment was measured at
+/// other lengths: the training rows' series (a deployment at one input and output length,
+/// over every concurrency) are dealt into `folds` folds as [`cross_validate_deployments`]
+/// deals deployments. The case of a run of rows the data's owner held back between two
+/// series (`examples/owners_held_back.rs`), if such a run is a series of a measured
+/// deployment.
+pub fn cross_validate_series(
+    samples: &[Sample],
+    split: &FittedParams,
+    rounds: usize,
+    folds: usize,
+) -> ModelCrossValidation {
+    let deployment = deployment_of(split);
+    cross_validate_in_folds(samples, split, rounds, folds, |s| {
+        format!(
+            "{} {}x{}",
+            deployment(s),
+            s.workload.input_tokens,
+            s.workload.output_tokens
+        )
+    })
+}
+
+/// A sample's deployment ([`Anchors::key`](crate::params::Anchors::key)), or its id when it
+/// does not resolve.
+fn deployment_of(split: &FittedParams) -> impl Fn(&Sample) -> String + '_ {
     let hw = HardwareCatalog::builtin();
-    let deployment = |s: &Sample| {
+    move |s: &Sample| {
         hw.get(&s.cfg.accelerator)
             .ok()
             .and_then(|acc| Resolved::new(&s.cfg, &s.model, acc, split).ok())
             .map(|r| r.deployment)
             .unwrap_or_else(|| s.id.clone())
-    };
-    let mut deployments: Vec<String> = samples
+    }
+}
+
+/// The training agg rows' units (`unit`), in sorted order, dealt round-robin into `folds`
+/// folds, each fold refitted without its units' rows and scoring them ([`cross_validate`]).
+fn cross_validate_in_folds(
+    samples: &[Sample],
+    split: &FittedParams,
+    rounds: usize,
+    folds: usize,
+    unit: impl Fn(&Sample) -> String,
+) -> ModelCrossValidation {
+    let mut units: Vec<String> = samples
         .iter()
         .filter(|s| s.train && !s.disagg)
-        .map(deployment)
+        .map(&unit)
         .collect();
-    deployments.sort_unstable();
-    deployments.dedup();
+    units.sort_unstable();
+    units.dedup();
     cross_validate(samples, split, rounds, |s| {
-        let index = deployments.binary_search(&deployment(s)).unwrap_or(0);
+        let index = units.binary_search(&unit(s)).unwrap_or(0);
         format!("fold {}", index % folds.max(1))
     })
 }
@@ -1736,6 +1777,27 @@ mod tests {
         assert!(
             cv.overall.tpot_mape > 80.0,
             "each deployment is scored by a fit of the other alone: {:?}",
+            cv.overall
+        );
+    }
+
+    #[test]
+    fn series_cross_validation_leaves_each_length_of_a_deployment_out_whole() {
+        // One deployment measured at two input lengths that disagree tenfold, which no fit of
+        // one series can predict of the other; the deployment folds would keep both together.
+        let mut rows = Vec::new();
+        for (input_tokens, scale) in [(1024, 1.0), (4096, 10.0)] {
+            for c in [1, 2, 4, 8, 16, 32] {
+                let mut s = sample(c, scale * 50.0 * c as f64, scale * (10.0 + c as f64));
+                s.workload.input_tokens = input_tokens;
+                rows.push(s);
+            }
+        }
+        let cv = cross_validate_series(&rows, &FittedParams::default(), 2, 2);
+        assert_eq!(cv.overall.n, 12, "every training row is scored once");
+        assert!(
+            cv.overall.tpot_mape > 80.0,
+            "each series is scored by a fit of the other alone: {:?}",
             cv.overall
         );
     }
