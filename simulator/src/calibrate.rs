@@ -1758,19 +1758,27 @@ mod tests {
         assert!(cv.overall.ttft_mape > 0.0 && cv.overall.tpot_mape > 0.0);
     }
 
-    #[test]
-    fn deployment_cross_validation_leaves_each_deployment_out_whole() {
-        // One model in two deployments that disagree tenfold: TP 2 measures ten times the
-        // TTFT and TPOT of TP 1, which no fit of one of them can predict of the other. Were a
-        // deployment's rows split across folds, each fold would see half of them.
+    /// Two groups of six concurrencies each, the second set apart by `second` and measuring
+    /// ten times the first's TTFT and TPOT, which no fit of one group can predict of the other.
+    fn two_groups_tenfold_apart(second: impl Fn(&mut Sample)) -> Vec<Sample> {
         let mut rows = Vec::new();
-        for (tp, scale) in [(1, 1.0), (2, 10.0)] {
+        for scale in [1.0, 10.0] {
             for c in [1, 2, 4, 8, 16, 32] {
                 let mut s = sample(c, scale * 50.0 * c as f64, scale * (10.0 + c as f64));
-                s.cfg.tp = tp;
+                if scale > 1.0 {
+                    second(&mut s);
+                }
                 rows.push(s);
             }
         }
+        rows
+    }
+
+    #[test]
+    fn deployment_cross_validation_leaves_each_deployment_out_whole() {
+        // One model in two deployments, TP 1 and TP 2. Were a deployment's rows split across
+        // folds, each fold would see half of them.
+        let rows = two_groups_tenfold_apart(|s| s.cfg.tp = 2);
         let cv = cross_validate_deployments(&rows, &FittedParams::default(), 2, 2);
         assert_eq!(cv.overall.n, 12, "every training row is scored once");
         assert_eq!(cv.by_model.keys().collect::<Vec<_>>(), ["Qwen/Qwen3-8B"]);
@@ -1783,16 +1791,9 @@ mod tests {
 
     #[test]
     fn series_cross_validation_leaves_each_length_of_a_deployment_out_whole() {
-        // One deployment measured at two input lengths that disagree tenfold, which no fit of
-        // one series can predict of the other; the deployment folds would keep both together.
-        let mut rows = Vec::new();
-        for (input_tokens, scale) in [(1024, 1.0), (4096, 10.0)] {
-            for c in [1, 2, 4, 8, 16, 32] {
-                let mut s = sample(c, scale * 50.0 * c as f64, scale * (10.0 + c as f64));
-                s.workload.input_tokens = input_tokens;
-                rows.push(s);
-            }
-        }
+        // One deployment measured at two input lengths; the deployment folds would keep both
+        // series together.
+        let rows = two_groups_tenfold_apart(|s| s.workload.input_tokens = 4096);
         let cv = cross_validate_series(&rows, &FittedParams::default(), 2, 2);
         assert_eq!(cv.overall.n, 12, "every training row is scored once");
         assert!(
