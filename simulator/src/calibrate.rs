@@ -623,8 +623,7 @@ pub fn cross_validate_deployments(
     rounds: usize,
     folds: usize,
 ) -> ModelCrossValidation {
-    let deployment = deployment_of(split);
-    cross_validate_in_folds(samples, split, rounds, folds, |s| deployment(s))
+    cross_validate_in_folds(samples, split, rounds, folds, deployment_of(split))
 }
 
 /// What a series the data did not measure can expect when its deployment was measured at
