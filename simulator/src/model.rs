@@ -95,6 +95,16 @@ pub struct ModelSpec {
     pub native_expert_precision: Precision,
     /// KV elements per token per full-attention layer (before sharding).
     pub kv_elems_per_token_layer: f64,
+    /// Bytes a sparse-attention indexer (DeepSeek sparse attention: GLM-5, DeepSeek-V3.2)
+    /// caches per token and attention layer beside the KV cache: its keys of `index_head_dim`
+    /// values in FP8 with one 4-byte scale per 128, whatever the cache's precision, one head
+    /// shared by all query heads, so every device of a pipeline stage holds them all. They
+    /// count in the cache's size (the KV capacity), not in a decode step's reads: scanning them
+    /// over the whole context to pick the tokens attention reads ([`ModelSpec::attention_topk`])
+    /// costs 1 to 1.5 ms of a GLM-5 step measured at 41 to 63 ms with 64 users of up to 9k
+    /// tokens on eight H200s,
+    /// and charging it moved SGLang's fit (`CALIBRATION_LOG.md`). 0 without an indexer.
+    pub index_key_bytes_per_token_layer: f64,
     /// Fixed recurrent state per sequence (linear layers), in elements.
     pub state_elems_per_seq: f64,
     /// Attention FLOPs per query token per cached token, summed over layers (QK and PV),
@@ -294,6 +304,12 @@ impl ModelSpec {
             .or(c.get("quantization_config"));
         let (native, native_expert) = native_precision(q, c, root);
         let attention_topk = u(c, "index_topk").unwrap_or(0);
+        let index_key_bytes = if attention_topk > 0 {
+            let dim = u(c, "index_head_dim").unwrap_or(128) as f64;
+            dim + (dim / 128.0).ceil() * 4.0
+        } else {
+            0.0
+        };
         let max_context = u(c, "max_position_embeddings").unwrap_or(4096);
         let attn_layers = (layers - linear_layers) as f64;
         Ok(ModelSpec {
@@ -318,6 +334,7 @@ impl ModelSpec {
             native_precision: native,
             native_expert_precision: native_expert,
             kv_elems_per_token_layer: kv_elems,
+            index_key_bytes_per_token_layer: index_key_bytes,
             state_elems_per_seq: state_elems,
             attn_flops_per_ctx_token: attn_flops_layer * attn_layers,
             prefill_attn_flops_per_ctx_token: prefill_flops_layer * attn_layers,
@@ -354,6 +371,7 @@ impl ModelSpec {
             lm_head_params,
             moe,
             kv_elems_per_token_layer,
+            index_key_bytes_per_token_layer,
             state_elems_per_seq,
             attn_flops_per_ctx_token,
             prefill_attn_flops_per_ctx_token,
@@ -380,7 +398,8 @@ impl ModelSpec {
              full{full_attention_layers} sliding{sliding_layers}x{sliding_window} \
              linear{linear_layers} topk{attention_topk} {moe} params {attention_params:.0}+\
              {dense_mlp_params:.0}+{embedding_params:.0}+{lm_head_params:.0} kv \
-             {kv_elems_per_token_layer:.0} state {state_elems_per_seq:.0} attention flops \
+             {kv_elems_per_token_layer:.0} index {index_key_bytes_per_token_layer:.0} state \
+             {state_elems_per_seq:.0} attention flops \
              {attn_flops_per_ctx_token:.0}/{prefill_attn_flops_per_ctx_token:.0}"
         )
     }
@@ -453,11 +472,19 @@ impl ModelSpec {
         full + sliding + self.state_elems_per_seq
     }
 
-    /// KV cache bytes per token (full-attention layers; the figure usually quoted) in `kv` format.
+    /// KV cache bytes per token (full-attention layers; the figure usually quoted) in `kv` format,
+    /// with a sparse-attention indexer's keys.
     pub fn kv_bytes_per_token(&self, kv: Precision) -> f64 {
         (self.full_attention_layers + self.sliding_layers) as f64
             * self.kv_elems_per_token_layer
             * kv.kv_bytes()
+            + self.index_key_bytes_for_context(1.0)
+    }
+
+    /// Bytes of a sparse-attention indexer's keys (unsharded) one sequence holds at `context`
+    /// tokens ([`ModelSpec::index_key_bytes_per_token_layer`]).
+    pub fn index_key_bytes_for_context(&self, context: f64) -> f64 {
+        self.full_attention_layers as f64 * self.index_key_bytes_per_token_layer * context
     }
 
     /// Weight bytes of the whole model with `dense` precision for non-expert weights and

@@ -475,10 +475,22 @@ impl<'a> Resolved<'a> {
         }
     }
 
-    /// KV bytes per device one sequence holds at `context` tokens.
+    /// KV bytes per device one sequence holds at `context` tokens: its attention cache and a
+    /// sparse-attention indexer's keys.
     pub fn kv_bytes_per_seq(&self, context: f64) -> f64 {
+        self.attention_cache_bytes_per_seq(context) + self.index_key_bytes_per_seq(context)
+    }
+
+    /// The attention cache part of [`Resolved::kv_bytes_per_seq`].
+    fn attention_cache_bytes_per_seq(&self, context: f64) -> f64 {
         self.model.kv_elems_for_context(context) * self.kv_prec.kv_bytes() * self.kv_shard()
             / self.pp
+    }
+
+    /// The indexer keys' part of [`Resolved::kv_bytes_per_seq`]: one head, on every device of
+    /// a pipeline stage.
+    fn index_key_bytes_per_seq(&self, context: f64) -> f64 {
+        self.model.index_key_bytes_for_context(context) / self.pp
     }
 
     /// The memory breakdown per device for sequences of `context` tokens and `wanted` users.
@@ -641,7 +653,7 @@ impl<'a> Resolved<'a> {
         } else {
             ctx
         };
-        let kv_bytes = b * self.kv_bytes_per_seq(ctx_read);
+        let kv_bytes = b * self.attention_cache_bytes_per_seq(ctx_read);
         let attn_ctx = m.full_attention_layers as f64 * ctx_read
             + m.sliding_layers as f64 * ctx_read.min(m.sliding_window as f64);
         let attn_layers = (m.full_attention_layers + m.sliding_layers).max(1) as f64;

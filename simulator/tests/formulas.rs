@@ -49,6 +49,26 @@ fn kv_bytes_per_token_mla() {
 }
 
 #[test]
+fn sparse_attention_caches_its_indexer_keys() {
+    // GLM-5: MLA (512 + 64) in 78 layers, and DeepSeek sparse attention's indexer keys beside
+    // them, 128 FP8 values and one 4-byte scale per token and layer at any cache precision.
+    let m = model("zhipuai/GLM-5").unwrap();
+    assert_eq!(m.attention_topk, 2048);
+    assert_eq!(m.index_key_bytes_per_token_layer, 132.0);
+    assert_eq!(
+        m.kv_bytes_per_token(Precision::Fp8),
+        (78 * (512 + 64) + 78 * 132) as f64
+    );
+    assert_eq!(
+        m.kv_bytes_per_token(Precision::Bf16),
+        (78 * (512 + 64) * 2 + 78 * 132) as f64
+    );
+    // A model without an indexer caches none.
+    let v3 = model("deepseek-ai/DeepSeek-V3").unwrap();
+    assert_eq!(v3.index_key_bytes_per_token_layer, 0.0);
+}
+
+#[test]
 fn sliding_window_caps_kv_growth() {
     // gpt-oss alternates 128-token sliding and full attention layers.
     let m = model("openai/gpt-oss-120b").unwrap();
