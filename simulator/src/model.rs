@@ -102,8 +102,8 @@ pub struct ModelSpec {
     /// count in the cache's size (the KV capacity), not in a decode step's reads: scanning them
     /// over the whole context to pick the tokens attention reads ([`ModelSpec::attention_topk`])
     /// costs 1 to 1.5 ms of a GLM-5 step measured at 41 to 63 ms with 64 users of up to 9k
-    /// tokens on eight H200s,
-    /// and charging it moved SGLang's fit (`CALIBRATION_LOG.md`). 0 without an indexer.
+    /// tokens on eight H200s, and charging it moved SGLang's fit (`CALIBRATION_LOG.md`).
+    /// 0 without an indexer.
     pub index_key_bytes_per_token_layer: f64,
     /// Fixed recurrent state per sequence (linear layers), in elements.
     pub state_elems_per_seq: f64,

@@ -653,6 +653,8 @@ impl<'a> Resolved<'a> {
         } else {
             ctx
         };
+        // A sparse-attention indexer's keys are not charged
+        // (`ModelSpec::index_key_bytes_per_token_layer`).
         let kv_bytes = b * self.attention_cache_bytes_per_seq(ctx_read);
         let attn_ctx = m.full_attention_layers as f64 * ctx_read
             + m.sliding_layers as f64 * ctx_read.min(m.sliding_window as f64);
