@@ -343,6 +343,14 @@ fn fit_scale(acc: &str, samples: &[&Sample], params: &mut FittedParams) {
     }
 }
 
+/// A row's engine release as [`ReleaseScale::key`] names it, if the row gives one.
+fn release_of(s: &Sample) -> Option<String> {
+    s.cfg
+        .engine_version
+        .as_deref()
+        .map(|v| ReleaseScale::key(s.cfg.engine, v))
+}
+
 /// Multipliers of engine releases, measured from the data alone: wherever the training rows
 /// hold the same configuration and workload under several releases of one engine, the
 /// releases' log differences there are release effects (a two-way fixed-effects fit: each
@@ -354,12 +362,6 @@ fn fit_scale(acc: &str, samples: &[&Sample], params: &mut FittedParams) {
 /// rows, get no multiplier.
 pub fn release_effects(train: &[&Sample]) -> BTreeMap<String, ReleaseScale> {
     const MEASURED: [&str; 3] = ["silicon_ttft_ms", "silicon_tpot_ms", "backend_version"];
-    let release_of = |s: &Sample| {
-        s.cfg
-            .engine_version
-            .as_deref()
-            .map(|v| ReleaseScale::key(s.cfg.engine, v))
-    };
     // Grouped by configuration: every column but the id, the release and the measurements.
     let mut groups: BTreeMap<String, Vec<(&Sample, String)>> = BTreeMap::new();
     for s in train {
@@ -884,6 +886,13 @@ pub fn evaluate(samples: &[Sample], params: &FittedParams) -> AccuracyReport {
     let mut groups: BTreeMap<(String, String), Vec<Pair>> = BTreeMap::new();
     let mut disagg_groups: BTreeMap<(String, String), Vec<Pair>> = BTreeMap::new();
     let mut ttft_gaps_by_model: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    // A held-back row of a release no training row was measured under meets the release, and
+    // the benchmark campaign it was measured in, for the first time.
+    let training_releases: BTreeSet<String> = samples
+        .iter()
+        .filter(|s| s.train && !s.disagg)
+        .filter_map(release_of)
+        .collect();
     for s in samples {
         let Some((ttft, tpot, measured)) = predict_sample_and_basis(s, params) else {
             if !s.train {
@@ -936,6 +945,15 @@ pub fn evaluate(samples: &[Sample], params: &FittedParams) -> AccuracyReport {
             ("device", acc_kind.to_string()),
             ("basis", basis.to_string()),
             (
+                "release",
+                match release_of(s) {
+                    None => RELEASE_NOT_GIVEN,
+                    Some(r) if training_releases.contains(&r) => RELEASE_IN_TRAINING,
+                    Some(_) => RELEASE_NOT_IN_TRAINING,
+                }
+                .to_string(),
+            ),
+            (
                 "split",
                 if HELD_BACK_MODELS
                     .iter()
@@ -978,6 +996,13 @@ pub fn evaluate(samples: &[Sample], params: &FittedParams) -> AccuracyReport {
     }
     report
 }
+
+/// [`AccuracyReport`] `release` group of rows whose engine release training rows measured.
+const RELEASE_IN_TRAINING: &str = "engine release measured in training rows";
+/// [`AccuracyReport`] `release` group of rows of a release no training row measured.
+const RELEASE_NOT_IN_TRAINING: &str = "engine release no training row measured";
+/// [`AccuracyReport`] `release` group of rows that name no release.
+const RELEASE_NOT_GIVEN: &str = "no release given";
 
 /// [`AccuracyReport`] group of predictions that lean on a measured deployment.
 const MEASURED_BASIS: &str = "measured deployment";
@@ -1689,6 +1714,28 @@ mod tests {
         assert!((one.prefill - 1.0).abs() < 1e-9 && (two.prefill - 1.0).abs() < 1e-9);
         // Never paired: its slowness may be its configurations', so it gets no multiplier.
         assert!(!effects.contains_key("vllm 3.0"), "{effects:?}");
+    }
+
+    #[test]
+    fn the_report_tells_held_back_rows_of_releases_the_fit_never_saw() {
+        let with_release = |concurrency: u32, version: Option<&str>, train: bool| {
+            let mut s = sample(concurrency, 100.0, 10.0);
+            s.cfg.engine_version = version.map(str::to_string);
+            s.train = train;
+            s
+        };
+        let rows = [
+            with_release(1, Some("1.0"), true),
+            with_release(2, Some("1.0"), false),
+            with_release(3, Some("2.0"), false),
+            with_release(4, Some("2.0"), false),
+            with_release(5, None, false),
+        ];
+        let report = evaluate(&rows, &FittedParams::default());
+        let rows_of = |group: &str| report.by["release"].get(group).map(|st| st.n);
+        assert_eq!(rows_of(RELEASE_IN_TRAINING), Some(1));
+        assert_eq!(rows_of(RELEASE_NOT_IN_TRAINING), Some(2));
+        assert_eq!(rows_of(RELEASE_NOT_GIVEN), Some(1));
     }
 
     #[test]
