@@ -8,6 +8,9 @@
 //! - by series: a deployment's rows at one input and output length dealt into five folds the
 //!   same way (what new lengths of a measured deployment can expect).
 //!
+//! Each table is followed by its rows by concurrency, with the mean log error of TTFT
+//! (ln measured ÷ predicted; above 0, the predictions come out low).
+//!
 //! `cargo run --release -p bud-simulator --example cv -- [DATA] [ROUNDS]`
 
 use bud_simulator::calibrate::{
@@ -68,6 +71,15 @@ fn print_table(first: &str, analytic: &ModelCrossValidation, corrected: &ModelCr
         println!(
             "| {m} | {} | {:.1} | {:.1} | {:.1} | {:.1} |",
             a.n, a.ttft_mape, a.tpot_mape, c.ttft_mape, c.tpot_mape
+        );
+    }
+    println!(
+        "\n| users | rows | analytic TTFT mean log error | corrected TTFT mean log error | corrected TTFT % |\n|---|---:|---:|---:|---:|"
+    );
+    for (a, c) in analytic.by_users.iter().zip(&corrected.by_users) {
+        println!(
+            "| {} | {} | {:+.2} | {:+.2} | {:.1} |",
+            c.users, c.stats.n, a.ttft_mean_log_error, c.ttft_mean_log_error, c.stats.ttft_mape
         );
     }
 }

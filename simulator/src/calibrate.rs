@@ -601,6 +601,29 @@ pub struct ModelCrossValidation {
     pub overall: ErrorStats,
     /// The same rows by model.
     pub by_model: BTreeMap<String, ErrorStats>,
+    /// The same rows by concurrency, in the bands of [`USERS_BANDS`] that have rows.
+    pub by_users: Vec<UsersBand>,
+}
+
+/// Upper ends (inclusive) and labels of the concurrency bands of
+/// [`ModelCrossValidation::by_users`].
+pub const USERS_BANDS: [(u32, &str); 4] = [
+    (16, "1 to 16"),
+    (64, "17 to 64"),
+    (256, "65 to 256"),
+    (u32::MAX, "more than 256"),
+];
+
+/// Cross-validated rows at one band of concurrency ([`USERS_BANDS`]): how large the error is
+/// and which way TTFT's leans.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct UsersBand {
+    /// The band's label.
+    pub users: &'static str,
+    /// Its rows' errors.
+    pub stats: ErrorStats,
+    /// Mean of ln(measured TTFT ÷ predicted): above 0 when the predictions come out low.
+    pub ttft_mean_log_error: f64,
 }
 
 /// What a model no calibration row measured can expect, estimated on the training rows alone:
@@ -724,6 +747,7 @@ fn cross_validate(
     groups.dedup();
     let mut all = Vec::new();
     let mut by_model: BTreeMap<String, Vec<Pair>> = BTreeMap::new();
+    let mut by_users: Vec<Vec<Pair>> = vec![Vec::new(); USERS_BANDS.len()];
     for left_out in groups {
         let fold: Vec<Sample> = train
             .iter()
@@ -738,6 +762,11 @@ fn cross_validate(
             if let Some((ttft, tpot)) = predict_sample(s, &params) {
                 let pair = (ttft, s.ttft_ms, tpot, s.tpot_ms);
                 by_model.entry(s.cfg.model.clone()).or_default().push(pair);
+                let band = USERS_BANDS
+                    .iter()
+                    .position(|(most, _)| s.workload.concurrency <= *most)
+                    .unwrap_or(USERS_BANDS.len() - 1);
+                by_users[band].push(pair);
                 all.push(pair);
             }
         }
@@ -747,6 +776,17 @@ fn cross_validate(
         by_model: by_model
             .into_iter()
             .map(|(model, pairs)| (model, stats(&pairs)))
+            .collect(),
+        by_users: USERS_BANDS
+            .iter()
+            .zip(by_users)
+            .filter(|(_, pairs)| !pairs.is_empty())
+            .map(|((_, users), pairs)| UsersBand {
+                users,
+                stats: stats(&pairs),
+                ttft_mean_log_error: pairs.iter().map(|(p, m, _, _)| (m / p).ln()).sum::<f64>()
+                    / pairs.len() as f64,
+            })
             .collect(),
     }
 }
@@ -1123,6 +1163,22 @@ impl AccuracyReport {
             "| **all** | {} | {:.1} | {:.1} |",
             cv.overall.n, cv.overall.ttft_mape, cv.overall.tpot_mape
         );
+        let _ = writeln!(
+            s,
+            "\nThe same rows by concurrency, with which way TTFT leans (the mean of ln(measured ÷ predicted), and e to it: above 1, a left-out model's TTFT comes out low):\n\n| users | rows | TTFT MAPE % | TPOT MAPE % | TTFT mean log error | measured ÷ predicted |\n|---|---:|---:|---:|---:|---:|"
+        );
+        for band in &cv.by_users {
+            let _ = writeln!(
+                s,
+                "| {} | {} | {:.1} | {:.1} | {:+.2} | {:.2} |",
+                band.users,
+                band.stats.n,
+                band.stats.ttft_mape,
+                band.stats.tpot_mape,
+                band.ttft_mean_log_error,
+                band.ttft_mean_log_error.exp()
+            );
+        }
         if let Some(model) = self.held_back_error().agg.model {
             let _ = writeln!(
                 s,
@@ -1804,6 +1860,31 @@ mod tests {
         assert!(cv.overall.ttft_mape > 0.0 && cv.overall.tpot_mape > 0.0);
     }
 
+    #[test]
+    fn cross_validation_tells_which_way_ttft_leans_at_each_concurrency() {
+        // Two models measured alike, except that TTFT at 64 users is four times what the
+        // smooth rest implies: a fit without one model learns the other's, so the left-out
+        // rows at 64 users come out low and the others do not.
+        let mut rows = Vec::new();
+        for model in ["a", "b"] {
+            for c in [1, 4, 16, 64] {
+                let steep = if c == 64 { 4.0 } else { 1.0 };
+                let mut s = sample(c, steep * 50.0 * c as f64, 10.0 + c as f64);
+                s.cfg.model = model.into();
+                rows.push(s);
+            }
+        }
+        let cv = cross_validate_models(&rows, &FittedParams::default(), 2);
+        let bands: Vec<(&str, usize)> = cv.by_users.iter().map(|b| (b.users, b.stats.n)).collect();
+        assert_eq!(
+            bands,
+            [("1 to 16", 6), ("17 to 64", 2)],
+            "empty bands are left out"
+        );
+        let [low, high] = [0, 1].map(|i| cv.by_users[i].ttft_mean_log_error);
+        assert!(high > low + 0.5, "1-16 users: {low}, 64 users: {high}");
+    }
+
     /// Two groups of six concurrencies each, the second set apart by `second` and measuring
     /// ten times the first's TTFT and TPOT, which no fit of one group can predict of the other.
     fn two_groups_tenfold_apart(second: impl Fn(&mut Sample)) -> Vec<Sample> {
@@ -1866,7 +1947,7 @@ mod tests {
         assert_eq!(alone.agg_model_cross_validation, None);
         report.model_cross_validation = Some(ModelCrossValidation {
             overall: st(300, 50.0, 20.0),
-            by_model: BTreeMap::new(),
+            ..ModelCrossValidation::default()
         });
         let pooled = report.held_back_error();
         let model = pooled.agg.model.unwrap();
