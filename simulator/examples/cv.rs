@@ -8,8 +8,9 @@
 //! - by series: a deployment's rows at one input and output length dealt into five folds the
 //!   same way (what new lengths of a measured deployment can expect).
 //!
-//! Each table is followed by its rows by concurrency, with the mean log error of TTFT
-//! (ln measured ÷ predicted; above 0, the predictions come out low).
+//! Each table is followed by its rows by concurrency, with the median of measured ÷ predicted
+//! TTFT and the share of rows measuring above the prediction (above 1 and 50 %, the
+//! predictions come out low).
 //!
 //! `cargo run --release -p bud-simulator --example cv -- [DATA] [ROUNDS]`
 
@@ -74,12 +75,17 @@ fn print_table(first: &str, analytic: &ModelCrossValidation, corrected: &ModelCr
         );
     }
     println!(
-        "\n| users | rows | analytic TTFT mean log error | corrected TTFT mean log error | corrected TTFT % |\n|---|---:|---:|---:|---:|"
+        "\n| users | rows | analytic median measured ÷ predicted TTFT | corrected median | corrected rows measuring above % | corrected TTFT % |\n|---|---:|---:|---:|---:|---:|"
     );
     for (a, c) in analytic.by_users.iter().zip(&corrected.by_users) {
         println!(
-            "| {} | {} | {:+.2} | {:+.2} | {:.1} |",
-            c.users, c.stats.n, a.ttft_mean_log_error, c.ttft_mean_log_error, c.stats.ttft_mape
+            "| {} | {} | {:.2} | {:.2} | {:.0} | {:.1} |",
+            c.users,
+            c.stats.n,
+            a.ttft_median_ratio,
+            c.ttft_median_ratio,
+            c.ttft_share_above * 100.0,
+            c.stats.ttft_mape
         );
     }
 }
