@@ -615,7 +615,7 @@ pub const USERS_BANDS: [(u32, &str); 4] = [
 ];
 
 /// Cross-validated rows at one band of concurrency ([`USERS_BANDS`]): how large the error is
-/// and which way TTFT's leans.
+/// and which way TTFT leans.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct UsersBand {
     /// The band's label.
