@@ -11,8 +11,8 @@
 //! refitted on every row).
 
 use bud_simulator::calibrate::{
-    HELD_BACK_MODELS, RANDOM_SHARE_SPLIT, WHOLE_MODEL_SPLIT, calibrate, is_held_back_in_draw,
-    load_samples,
+    HELD_BACK_MODELS, RANDOM_SHARE_SPLIT, WHOLE_MODEL_SPLIT, calibrate, hold_back_copies,
+    is_held_back_in_draw, load_samples,
 };
 use std::path::Path;
 
@@ -36,6 +36,7 @@ fn main() {
             let model = if random_only { "" } else { &s.cfg.model };
             s.train = !is_held_back_in_draw(&s.row, model, draw);
         }
+        hold_back_copies(&mut samples);
         let (_, report, _) = calibrate(&samples, "splits", 30, true);
         let o = report.overall;
         print!(

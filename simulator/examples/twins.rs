@@ -3,13 +3,14 @@
 //! only: each training model that shares its architecture with another training model is left
 //! out, the fit is redone without its rows as the cross-validations do
 //! ([`bud_simulator::calibrate::refit_as`]), and its rows at deployments a twin measured are predicted with the
-//! twin's anchors and without them (the model alone). Rows whose very measurement the data
-//! also records under the twin's name (same deployment, lengths, users, TTFT and TPOT) are
-//! counted apart: for them the twin's anchors are the answer itself.
+//! twin's anchors and without them (the model alone). The data records some runs under both
+//! names; those copies leave the fold with the model
+//! ([`bud_simulator::calibrate::hold_back_copies`]), so the twin's anchors carry only its
+//! own runs.
 //! `cargo run --release -p bud-simulator --example twins -- [DATA] [ROUNDS]`
 
 use bud_simulator::calibrate::{
-    SPLIT_PARAMS_FILE, Sample, load_samples, predict_agg_sample, refit_as,
+    SPLIT_PARAMS_FILE, Sample, hold_back_copies, load_samples, predict_agg_sample, refit_as,
 };
 use bud_simulator::params::FittedParams;
 use std::collections::{BTreeMap, BTreeSet};
@@ -32,33 +33,24 @@ fn main() {
             .or_default()
             .insert(&s.cfg.model);
     }
-    // A measurement as the data records it, without the model's name.
-    let measurement = |s: &Sample| {
-        let mut cfg = s.cfg.clone();
-        cfg.model.clear();
-        format!("{cfg:?} {:?} {} {}", s.workload, s.ttft_ms, s.tpot_ms)
-    };
     println!(
-        "| left-out model | rows at a twin's deployments | repeated under the twin's name | the other rows: model alone TTFT / TPOT % | with the twin's anchors TTFT / TPOT % |\n|---|---:|---:|---:|---:|"
+        "| left-out model | rows at a twin's deployments | model alone TTFT / TPOT % | with the twin's anchors TTFT / TPOT % |\n|---|---:|---:|---:|"
     );
     let mut all = Vec::new();
     for models in by_architecture.values().filter(|m| m.len() > 1) {
         for &left_out in models {
-            let fold: Vec<Sample> = samples
+            let mut fold: Vec<Sample> = samples
                 .iter()
                 .map(|s| Sample {
                     train: s.train && s.cfg.model != left_out,
                     ..s.clone()
                 })
                 .collect();
+            hold_back_copies(&mut fold);
             let with_twins = refit_as(&fold, &split, "twins", rounds);
             let mut alone = with_twins.clone();
             alone.anchors = None;
-            let twins_measured: BTreeSet<String> = training()
-                .filter(|s| s.cfg.model != left_out && models.contains(s.cfg.model.as_str()))
-                .map(measurement)
-                .collect();
-            let (mut rows, mut repeated, mut pairs) = (0, 0, Vec::new());
+            let mut pairs = Vec::new();
             for s in training().filter(|s| s.cfg.model == left_out) {
                 let (Some(twin), Some(model_alone)) = (
                     predict_agg_sample(s, &with_twins),
@@ -69,11 +61,6 @@ fn main() {
                 if twin.measured_as.is_none() {
                     continue;
                 }
-                rows += 1;
-                if twins_measured.contains(&measurement(s)) {
-                    repeated += 1;
-                    continue;
-                }
                 pairs.push([
                     ape(model_alone.ttft_ms, s.ttft_ms),
                     ape(model_alone.tpot_ms, s.tpot_ms),
@@ -82,13 +69,14 @@ fn main() {
                 ]);
             }
             let [a, b, c, d] = means(&pairs);
-            println!("| {left_out} | {rows} | {repeated} | {a:.1} / {b:.1} | {c:.1} / {d:.1} |");
+            let rows = pairs.len();
+            println!("| {left_out} | {rows} | {a:.1} / {b:.1} | {c:.1} / {d:.1} |");
             all.extend(pairs);
         }
     }
     let [a, b, c, d] = means(&all);
     println!(
-        "| **all (row-weighted)** | | | {a:.1} / {b:.1} ({} rows) | {c:.1} / {d:.1} |",
+        "| **all (row-weighted)** | {} | {a:.1} / {b:.1} | {c:.1} / {d:.1} |",
         all.len()
     );
 }

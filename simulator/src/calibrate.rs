@@ -27,7 +27,8 @@ pub const HELD_BACK_MODELS: &[&str] = &[
     "Qwen/Qwen3-235B-A22B-FP8",
     "meta-llama/Llama-3.1-8B-Instruct",
 ];
-/// Share of the remaining rows held back, percent.
+/// Share of the remaining rows held back, percent (with every copy of their measurements,
+/// [`hold_back_copies`], a little more).
 pub const HELD_BACK_PERCENT: u64 = 20;
 /// The accuracy report's `split` group of the random share ([`HELD_BACK_PERCENT`]): other
 /// points of measured deployments, like most rows the data's owner held back from
@@ -75,6 +76,8 @@ fn fnv(s: &str) -> u64 {
 /// Whether a row is held back from the fit. The share is drawn by the row's values rather
 /// than its id: the calibration data repeat 696 rows under other ids (the same measurement in
 /// two collections), and a split by id put 63 held-back agg rows' twins in the training set.
+/// Copies filed with other values are held back with the row by [`hold_back_copies`], which
+/// [`load_samples`] applies.
 pub fn is_held_back(row: &ScenarioRow, model_path: &str) -> bool {
     is_held_back_in_draw(row, model_path, 0)
 }
@@ -91,6 +94,25 @@ pub fn is_held_back_in_draw(row: &ScenarioRow, model_path: &str, draw: u64) -> b
         .iter()
         .any(|m| m.eq_ignore_ascii_case(model_path))
         || fnv(&values) % 100 >= 100 - HELD_BACK_PERCENT
+}
+
+/// Hold back every copy of a held-back measurement. The calibration data file some
+/// measurements twice under different ids and metadata (DeepSeek-R1's runs again as
+/// DeepSeek-V3, a parallel layout written another way, a float's last digit), and the split by
+/// values ([`is_held_back`]) deals such copies separately: before this, 53 of the committed
+/// split's 682 held-back agg rows had their very measurement among the training rows. A
+/// measurement is
+/// its measured TTFT and TPOT to nine significant digits, which no two runs share by chance.
+pub fn hold_back_copies(samples: &mut [Sample]) {
+    let measurement = |s: &Sample| format!("{:.8e} {:.8e}", s.ttft_ms, s.tpot_ms);
+    let held_back: BTreeSet<String> = samples
+        .iter()
+        .filter(|s| !s.train)
+        .map(measurement)
+        .collect();
+    for s in samples.iter_mut() {
+        s.train &= !held_back.contains(&measurement(s));
+    }
 }
 
 /// Convert the vLLM-CPU measurement files (`config,input_output,concurrency,...`) to rows.
@@ -197,6 +219,7 @@ pub fn load_samples(data_dir: &Path) -> Result<Vec<Sample>> {
             row,
         });
     }
+    hold_back_copies(&mut out);
     Ok(out)
 }
 
@@ -551,7 +574,7 @@ pub fn fit(samples: &[Sample], command: &str, rounds: usize) -> FittedParams {
     llama.prefill_compute_eff *= 0.8;
     params.engines.insert("llamacpp-cpu".into(), llama);
     params.notes = format!(
-        "fitted on {} agg rows; held back: whole models {:?} plus {}% of the other rows by FNV-1a hash of their values (all but the id); disagg rows train only the disagg correction",
+        "fitted on {} agg rows; held back: whole models {:?} plus {}% of the other rows by FNV-1a hash of their values (all but the id), and every copy of their measurements; disagg rows train only the disagg correction",
         train.len(),
         HELD_BACK_MODELS,
         HELD_BACK_PERCENT
@@ -752,16 +775,19 @@ fn cross_validate(
     let mut by_model: BTreeMap<String, Vec<Pair>> = BTreeMap::new();
     let mut by_users: Vec<Vec<Pair>> = vec![Vec::new(); USERS_BANDS.len()];
     for left_out in groups {
-        let fold: Vec<Sample> = train
+        let mut fold: Vec<Sample> = train
             .iter()
             .map(|(g, s)| Sample {
-                // Rows marked held back are the ones the fold scores and its fit must not see.
+                // Rows marked held back are the ones the fold's fit must not see: the left-out
+                // group's, and copies of their measurements filed under another group.
                 train: g != left_out,
                 ..(*s).clone()
             })
             .collect();
+        hold_back_copies(&mut fold);
         let params = refit_as(&fold, split, "cross-validation", rounds);
-        for s in fold.iter().filter(|s| !s.train) {
+        let scored = train.iter().zip(&fold).filter(|((g, _), _)| g == left_out);
+        for (_, s) in scored {
             if let Some((ttft, tpot)) = predict_sample(s, &params) {
                 let pair = (ttft, s.ttft_ms, tpot, s.tpot_ms);
                 by_model.entry(s.cfg.model.clone()).or_default().push(pair);
@@ -1852,9 +1878,13 @@ mod tests {
     #[test]
     fn cross_validation_scores_each_training_model_by_a_fit_without_it() {
         let mut rows = Vec::new();
-        for (model, train) in [("a", true), ("b", true), ("held-back", false)] {
+        for (model, train, scale) in [
+            ("a", true, 1.0),
+            ("b", true, 1.1),
+            ("held-back", false, 1.2),
+        ] {
             for c in [1, 4, 16] {
-                let mut s = sample(c, 50.0 * c as f64, 10.0 + c as f64);
+                let mut s = sample(c, scale * 50.0 * c as f64, scale * (10.0 + c as f64));
                 s.cfg.model = model.into();
                 s.train = train;
                 rows.push(s);
@@ -1869,14 +1899,16 @@ mod tests {
 
     #[test]
     fn cross_validation_tells_which_way_ttft_leans_at_each_concurrency() {
-        // Two models measured alike, except that TTFT at 64 users is four times what the
-        // smooth rest implies: a fit without one model learns the other's, so the left-out
-        // rows at 64 users come out low and the others do not.
+        // Two models measured alike (the second 1 % slower, so that its runs are not copies
+        // of the first's), except that TTFT at 64 users is four times what the smooth rest
+        // implies: a fit without one model learns the other's, so the left-out rows at 64
+        // users come out low and the others do not.
         let mut rows = Vec::new();
-        for model in ["a", "b"] {
+        for (model, scale) in [("a", 1.0), ("b", 1.01)] {
             for c in [1, 4, 16, 64] {
                 let steep = if c == 64 { 4.0 } else { 1.0 };
-                let mut s = sample(c, steep * 50.0 * c as f64, 10.0 + c as f64);
+                let ttft = scale * steep * 50.0 * c as f64;
+                let mut s = sample(c, ttft, scale * (10.0 + c as f64));
                 s.cfg.model = model.into();
                 rows.push(s);
             }
@@ -1894,6 +1926,47 @@ mod tests {
             "1-16 users: {low}, 64 users: {high}"
         );
         assert_eq!(cv.by_users[1].ttft_share_above, 1.0);
+    }
+
+    #[test]
+    fn a_held_back_measurement_is_held_back_under_every_name() {
+        let held_back = Sample {
+            train: false,
+            ..sample(8, 100.0, 10.0)
+        };
+        // The same run filed under another model and a float's last digit apart.
+        let mut copy = sample(8, 100.00000000000001, 10.0);
+        copy.cfg.model = "deepseek-ai/DeepSeek-V3".into();
+        let other_run = sample(8, 100.1, 10.0);
+        let mut rows = vec![held_back, copy, other_run];
+        hold_back_copies(&mut rows);
+        let train: Vec<bool> = rows.iter().map(|s| s.train).collect();
+        assert_eq!(train, [false, false, true]);
+    }
+
+    #[test]
+    fn cross_validation_leaves_out_copies_filed_under_another_model() {
+        // Model "a" at one speed and "c" ten times slower; "b" repeats a's runs, either as
+        // copies of the same measurements or as runs 2 % apart.
+        let rows_with = |b_factor: f64| {
+            let mut rows = Vec::new();
+            for (model, scale) in [("a", 1.0), ("b", b_factor), ("c", 10.0)] {
+                for c in [1, 2, 4, 8, 16, 32] {
+                    let mut s = sample(c, scale * 50.0 * c as f64, scale * (10.0 + c as f64));
+                    s.cfg.model = model.into();
+                    rows.push(s);
+                }
+            }
+            rows
+        };
+        let copies = cross_validate_models(&rows_with(1.0), &FittedParams::default(), 2);
+        let reruns = cross_validate_models(&rows_with(1.02), &FittedParams::default(), 2);
+        assert_eq!(copies.overall.n, 18, "every training row is scored once");
+        let (copied, rerun) = (&copies.by_model["a"], &reruns.by_model["a"]);
+        assert!(
+            copied.tpot_mape > 2.0 * rerun.tpot_mape,
+            "a's fold may learn from b's reruns but not from copies of its own runs: {copied:?} against {rerun:?}"
+        );
     }
 
     /// Two groups of six concurrencies each, the second set apart by `second` and measuring
