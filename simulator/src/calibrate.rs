@@ -101,8 +101,8 @@ pub fn is_held_back_in_draw(row: &ScenarioRow, model_path: &str, draw: u64) -> b
 /// DeepSeek-V3, a parallel layout written another way, a float's last digit), and the split by
 /// values ([`is_held_back`]) deals such copies separately: before this, 53 of the committed
 /// split's 682 held-back agg rows had their very measurement among the training rows. A
-/// measurement is
-/// its measured TTFT and TPOT to nine significant digits, which no two runs share by chance.
+/// measurement is its measured TTFT and TPOT to nine significant digits, which no two runs
+/// share by chance.
 pub fn hold_back_copies(samples: &mut [Sample]) {
     let measurement = |s: &Sample| format!("{:.8e} {:.8e}", s.ttft_ms, s.tpot_ms);
     let held_back: BTreeSet<String> = samples
